@@ -1,0 +1,681 @@
+//! Configuration: built-in defaults, then `hookline.toml` (or `--config`), then the seed
+//! services' variable names, then `HOOKLINE_*` variables (`__` between levels), then
+//! `HOOKLINE_*_FILE` variables whose file holds the value. Validated before any socket opens;
+//! every error names the dotted key and its environment variable.
+
+use figment::providers::{Format, Serialized, Toml};
+use figment::Figment;
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use crate::channel::ChannelDecl;
+use crate::crypto::{Keyring, SecretsKey};
+use crate::{names, Secret, Source};
+
+const DEFAULTS: &str = include_str!("../hookline.default.toml");
+const ENV_PREFIX: &str = "HOOKLINE_";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub nats: NatsConfig,
+    pub log: LogConfig,
+    pub telemetry: TelemetryConfig,
+    pub ingest: IngestConfig,
+    pub secrets: SecretsConfig,
+    pub streams: StreamsConfig,
+    #[serde(default)]
+    pub channels: Vec<ChannelDecl>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsConfig {
+    /// Server URLs, comma separated.
+    pub url: Option<String>,
+    pub connect_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    pub otlp_endpoint: Option<String>,
+    pub service_name: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    pub listen: SocketAddr,
+    pub public_url: String,
+    pub max_body_bytes: usize,
+    pub header_read_timeout_ms: u64,
+    pub body_read_timeout_ms: u64,
+    pub publish_ack_timeout_ms: u64,
+    pub retry_after_s: u64,
+    pub shutdown_grace_ms: u64,
+    pub webchat_tolerance_s: i64,
+    pub mercadopago_tolerance_s: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsConfig {
+    pub key: Option<Secret>,
+    #[serde(default)]
+    pub previous_keys: Vec<Secret>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiscardPolicy {
+    /// Refuse new messages when a limit is reached (ingest answers 503; nothing stored is lost).
+    New,
+    /// Drop the oldest messages when a limit is reached.
+    Old,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamLimits {
+    pub max_age_s: u64,
+    /// -1: no limit.
+    pub max_bytes: i64,
+    pub replicas: usize,
+    pub duplicate_window_s: u64,
+    pub discard: DiscardPolicy,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvLimits {
+    pub replicas: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamsConfig {
+    pub raw: StreamLimits,
+    pub events: StreamLimits,
+    pub dlq: StreamLimits,
+    pub channels: KvLimits,
+}
+
+/// A configuration error: which key, and what is wrong with it. Never holds a secret value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// `ingest.max_body_bytes` → `HOOKLINE_INGEST__MAX_BODY_BYTES`
+pub fn env_name(key: &str) -> String {
+    format!(
+        "{ENV_PREFIX}{}",
+        key.replace('.', "__").to_ascii_uppercase()
+    )
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "configuration: {}", self.message)
+        } else if self.key.starts_with("channels") {
+            write!(f, "configuration key {}: {}", self.key, self.message)
+        } else {
+            write!(
+                f,
+                "configuration key {} ({}): {}",
+                self.key,
+                env_name(&self.key),
+                self.message
+            )
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Where the process's configuration comes from.
+#[derive(Debug, Default, Clone)]
+pub struct Sources {
+    /// `--config`; when `None`, `hookline.toml` in the working directory if it exists.
+    pub file: Option<PathBuf>,
+}
+
+impl Config {
+    /// Loads and validates the configuration of this process.
+    pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
+        let vars: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_with_env(sources, &vars)
+    }
+
+    /// As `load`, with the environment given (for tests).
+    pub fn load_with_env(
+        sources: &Sources,
+        vars: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        match &sources.file {
+            Some(path) => {
+                if !path.exists() {
+                    return Err(ConfigError::new(
+                        "",
+                        format!("the configuration file {} does not exist", path.display()),
+                    ));
+                }
+                figment = figment.merge(Toml::file_exact(path));
+            }
+            None if Path::new("hookline.toml").is_file() => {
+                figment = figment.merge(Toml::file_exact("hookline.toml"))
+            }
+            None => {}
+        }
+        for (key, value) in seed_variables(vars)? {
+            figment = figment.merge(Serialized::default(&key, value));
+        }
+        figment = figment.merge(PrefixedEnv(vars.to_vec()));
+        for (key, value) in file_variables(vars)? {
+            figment = figment.merge(Serialized::default(&key, value));
+        }
+        let config: Config = figment.extract().map_err(from_figment)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: URLs, ranges, keys, channel declarations.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.nats.url {
+            validate_nats_urls(url).map_err(|m| ConfigError::new("nats.url", m))?;
+        }
+        validate_http_url(&self.ingest.public_url)
+            .map_err(|m| ConfigError::new("ingest.public_url", m))?;
+        if let Some(endpoint) = &self.telemetry.otlp_endpoint {
+            validate_http_url(endpoint)
+                .map_err(|m| ConfigError::new("telemetry.otlp_endpoint", m))?;
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| ConfigError::new("log.level", format!("not a log filter: {e}")))?;
+        let positive = [
+            ("ingest.max_body_bytes", self.ingest.max_body_bytes as u64),
+            (
+                "ingest.header_read_timeout_ms",
+                self.ingest.header_read_timeout_ms,
+            ),
+            (
+                "ingest.body_read_timeout_ms",
+                self.ingest.body_read_timeout_ms,
+            ),
+            (
+                "ingest.publish_ack_timeout_ms",
+                self.ingest.publish_ack_timeout_ms,
+            ),
+            ("ingest.retry_after_s", self.ingest.retry_after_s),
+            ("nats.connect_timeout_ms", self.nats.connect_timeout_ms),
+            (
+                "ingest.webchat_tolerance_s",
+                self.ingest.webchat_tolerance_s.max(0) as u64,
+            ),
+            (
+                "ingest.mercadopago_tolerance_s",
+                self.ingest.mercadopago_tolerance_s.max(0) as u64,
+            ),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::new(key, "must be greater than 0"));
+            }
+        }
+        if self.ingest.max_body_bytes > 64 * 1024 * 1024 {
+            return Err(ConfigError::new(
+                "ingest.max_body_bytes",
+                "must be at most 67108864 (64 MiB)",
+            ));
+        }
+        for (name, limits) in [
+            ("raw", &self.streams.raw),
+            ("events", &self.streams.events),
+            ("dlq", &self.streams.dlq),
+        ] {
+            if !(1..=5).contains(&limits.replicas) {
+                return Err(ConfigError::new(
+                    format!("streams.{name}.replicas"),
+                    "must be 1 to 5",
+                ));
+            }
+            if limits.max_bytes == 0 || limits.max_bytes < -1 {
+                return Err(ConfigError::new(
+                    format!("streams.{name}.max_bytes"),
+                    "must be -1 (no limit) or positive",
+                ));
+            }
+            if limits.duplicate_window_s == 0 {
+                return Err(ConfigError::new(
+                    format!("streams.{name}.duplicate_window_s"),
+                    "must be greater than 0",
+                ));
+            }
+            if limits.max_age_s != 0 && limits.duplicate_window_s > limits.max_age_s {
+                return Err(ConfigError::new(
+                    format!("streams.{name}.duplicate_window_s"),
+                    "must not exceed max_age_s",
+                ));
+            }
+        }
+        if !(1..=5).contains(&self.streams.channels.replicas) {
+            return Err(ConfigError::new(
+                "streams.channels.replicas",
+                "must be 1 to 5",
+            ));
+        }
+        if let Some(key) = &self.secrets.key {
+            SecretsKey::from_base64(key)
+                .map_err(|e| ConfigError::new("secrets.key", e.to_string()))?;
+        }
+        for (i, key) in self.secrets.previous_keys.iter().enumerate() {
+            SecretsKey::from_base64(key).map_err(|e| {
+                ConfigError::new(format!("secrets.previous_keys.{i}"), e.to_string())
+            })?;
+        }
+        self.validate_channels()
+    }
+
+    fn validate_channels(&self) -> Result<(), ConfigError> {
+        let mut ids = HashSet::new();
+        let mut defaults = HashSet::new();
+        for (i, ch) in self.channels.iter().enumerate() {
+            let key = |field: &str| format!("channels[{i}].{field}");
+            if !names::is_valid_id(&ch.id) {
+                return Err(ConfigError::new(key("id"), "1 to 64 of A-Z a-z 0-9 _ -"));
+            }
+            if !ids.insert(ch.id.as_str()) {
+                return Err(ConfigError::new(
+                    key("id"),
+                    format!("{:?} is declared twice", ch.id),
+                ));
+            }
+            if !names::is_valid_id(&ch.tenant_id) {
+                return Err(ConfigError::new(
+                    key("tenant_id"),
+                    "1 to 64 of A-Z a-z 0-9 _ -",
+                ));
+            }
+            let platform = ch.platform_or_default();
+            if !ch.source.platforms().contains(&platform) {
+                return Err(ConfigError::new(
+                    key("platform"),
+                    format!(
+                        "{platform:?} is not a platform of source {}: expected one of {:?}",
+                        ch.source,
+                        ch.source.platforms()
+                    ),
+                ));
+            }
+            if ch.secret.is_empty() {
+                return Err(ConfigError::new(key("secret"), "must not be empty"));
+            }
+            if ch.source == Source::Webchat {
+                crate::standard_webhooks::key_bytes(&ch.secret)
+                    .map_err(|e| ConfigError::new(key("secret"), e.to_string()))?;
+            }
+            if ch.default && !defaults.insert(platform) {
+                return Err(ConfigError::new(
+                    key("default"),
+                    format!("another channel is already the default for platform {platform}"),
+                ));
+            }
+            crate::channel::ChannelSettings::from_map(ch.source, &ch.settings)
+                .map_err(|m| ConfigError::new(key("settings"), m))?;
+        }
+        if !self.channels.is_empty() && self.secrets.key.is_none() {
+            return Err(ConfigError::new(
+                "secrets.key",
+                "channels are declared, so a key to encrypt their secrets is required",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The NATS URL, required by every role but `up`.
+    pub fn require_nats_url(&self) -> Result<&str, ConfigError> {
+        self.nats
+            .url
+            .as_deref()
+            .ok_or_else(|| ConfigError::new("nats.url", "required: the NATS server(s) to use"))
+    }
+
+    /// The keyring of `secrets.key` and `secrets.previous_keys`.
+    pub fn keyring(&self) -> Result<Keyring, ConfigError> {
+        let key = self.secrets.key.as_ref().ok_or_else(|| {
+            ConfigError::new(
+                "secrets.key",
+                "required: the base64 32-byte key that encrypts channel secrets",
+            )
+        })?;
+        let current = SecretsKey::from_base64(key)
+            .map_err(|e| ConfigError::new("secrets.key", e.to_string()))?;
+        let mut previous = Vec::new();
+        for (i, k) in self.secrets.previous_keys.iter().enumerate() {
+            previous.push(SecretsKey::from_base64(k).map_err(|e| {
+                ConfigError::new(format!("secrets.previous_keys.{i}"), e.to_string())
+            })?);
+        }
+        Ok(Keyring::new(current, previous))
+    }
+}
+
+/// `HOOKLINE_*` variables as a figment provider, read from the list given rather than the
+/// process environment so that tests can pass their own.
+struct PrefixedEnv(Vec<(String, String)>);
+
+impl figment::Provider for PrefixedEnv {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::named("HOOKLINE_ environment variable(s)")
+    }
+    fn data(
+        &self,
+    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        let mut figment = Figment::new();
+        for (k, v) in &self.0 {
+            let Some(rest) = k.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let key = rest.to_ascii_lowercase().replace("__", ".");
+            if key.ends_with("_file") || key.is_empty() {
+                continue;
+            }
+            let value: figment::value::Value = v
+                .parse()
+                .unwrap_or_else(|_| figment::value::Value::from(v.clone()));
+            figment = figment.merge(Serialized::default(&key, value));
+        }
+        figment.data()
+    }
+}
+
+/// The seed services' variable names, as dotted keys.
+fn seed_variables(vars: &[(String, String)]) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut out = Vec::new();
+    for (k, v) in vars {
+        if k == "PORT" {
+            let port: u16 = v.parse().map_err(|_| {
+                ConfigError::new("ingest.listen", format!("PORT={v:?} is not a port number"))
+            })?;
+            out.push(("ingest.listen".to_string(), format!("0.0.0.0:{port}")));
+        }
+    }
+    Ok(out)
+}
+
+/// `HOOKLINE_SECRETS__KEY_FILE=/run/secrets/key` → `secrets.key` = the file's contents.
+fn file_variables(vars: &[(String, String)]) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut out = Vec::new();
+    for (k, path) in vars {
+        let Some(rest) = k.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let Some(stem) = rest.strip_suffix("_FILE") else {
+            continue;
+        };
+        let key = stem.to_ascii_lowercase().replace("__", ".");
+        let value = std::fs::read_to_string(Path::new(path)).map_err(|e| {
+            ConfigError::new(
+                key.clone(),
+                format!("cannot read the file named by {k}: {e}"),
+            )
+        })?;
+        out.push((key, value.trim_end_matches(['\r', '\n']).to_string()));
+    }
+    Ok(out)
+}
+
+fn from_figment(err: figment::Error) -> ConfigError {
+    use figment::error::Kind;
+    let mut path: Vec<String> = err.path.clone();
+    let message = match &err.kind {
+        Kind::UnknownField(field, expected) => {
+            if path.last() != Some(field) {
+                path.push(field.clone());
+            }
+            format!("unknown key; expected one of: {}", expected.join(", "))
+        }
+        Kind::MissingField(field) => {
+            if path.last().map(String::as_str) != Some(field.as_ref()) {
+                path.push(field.to_string());
+            }
+            "missing".to_string()
+        }
+        other => other.to_string(),
+    };
+    let from = err
+        .metadata
+        .as_ref()
+        .map(|m| match &m.source {
+            Some(src) => format!(" (from {src})"),
+            None => format!(" (from {})", m.name),
+        })
+        .unwrap_or_default();
+    ConfigError::new(path.join("."), format!("{message}{from}"))
+}
+
+fn validate_http_url(s: &str) -> Result<(), String> {
+    match url::Url::parse(s) {
+        Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => Ok(()),
+        _ => Err("not an http(s) URL".to_string()),
+    }
+}
+
+fn validate_nats_urls(s: &str) -> Result<(), String> {
+    for part in s.split(',').map(str::trim) {
+        if part.is_empty() {
+            return Err("an empty server in the list".to_string());
+        }
+        let with_scheme = if part.contains("://") {
+            part.to_string()
+        } else {
+            format!("nats://{part}")
+        };
+        match url::Url::parse(&with_scheme) {
+            Ok(u) if ["nats", "tls", "ws", "wss"].contains(&u.scheme()) && u.host().is_some() => {}
+            _ => {
+                return Err(format!(
+                    "{:?} is not a NATS server address",
+                    crate::jetstream::redact_url(part)
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml: Option<&str>, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = toml.map(|t| {
+            let path = dir.path().join("hookline.toml");
+            std::fs::write(&path, t).expect("write config");
+            path
+        });
+        let vars: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::load_with_env(&Sources { file }, &vars)
+    }
+
+    const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+    #[test]
+    fn defaults_are_the_designs() {
+        let c = load(None, &[]).expect("defaults load");
+        assert_eq!(c.ingest.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.ingest.public_url, "http://localhost:8080");
+        assert_eq!(c.ingest.max_body_bytes, 1_048_576);
+        assert_eq!(c.data_dir, PathBuf::from(".hookline"));
+        assert!(c.nats.url.is_none());
+        assert!(c.secrets.key.is_none());
+    }
+
+    #[test]
+    fn env_overrides_file_overrides_defaults() {
+        let c = load(
+            Some("[ingest]\nmax_body_bytes = 2048\nlisten = \"127.0.0.1:1\"\n"),
+            &[
+                ("HOOKLINE_INGEST__LISTEN", "127.0.0.1:9999"),
+                ("HOOKLINE_NATS__URL", "nats://127.0.0.1:4222"),
+            ],
+        )
+        .expect("loads");
+        assert_eq!(c.ingest.max_body_bytes, 2048);
+        assert_eq!(c.ingest.listen.to_string(), "127.0.0.1:9999");
+        assert_eq!(c.nats.url.as_deref(), Some("nats://127.0.0.1:4222"));
+    }
+
+    #[test]
+    fn seed_port_is_accepted_and_hookline_variables_win() {
+        assert_eq!(
+            load(None, &[("PORT", "3000")])
+                .expect("loads")
+                .ingest
+                .listen
+                .to_string(),
+            "0.0.0.0:3000"
+        );
+        let c = load(
+            None,
+            &[("PORT", "3000"), ("HOOKLINE_INGEST__LISTEN", "127.0.0.1:1")],
+        )
+        .expect("loads");
+        assert_eq!(c.ingest.listen.to_string(), "127.0.0.1:1");
+        let e = load(None, &[("PORT", "eighty")]).expect_err("refused");
+        assert_eq!(e.key, "ingest.listen");
+    }
+
+    #[test]
+    fn file_variables_read_secrets_from_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("key");
+        std::fs::write(&path, format!("{KEY}\n")).expect("write");
+        let c = load(
+            None,
+            &[("HOOKLINE_SECRETS__KEY_FILE", path.to_str().expect("utf-8"))],
+        )
+        .expect("loads");
+        assert_eq!(c.secrets.key.as_ref().map(Secret::expose), Some(KEY));
+        let e =
+            load(None, &[("HOOKLINE_SECRETS__KEY_FILE", "/nonexistent/key")]).expect_err("refused");
+        assert_eq!(e.key, "secrets.key");
+    }
+
+    #[test]
+    fn errors_name_the_key_and_its_variable() {
+        let cases: Vec<(Result<Config, ConfigError>, &str, &str)> = vec![
+            (
+                load(None, &[("HOOKLINE_INGEST__MAX_BODY_BYTES", "lots")]),
+                "ingest.max_body_bytes",
+                "HOOKLINE_INGEST__MAX_BODY_BYTES",
+            ),
+            (
+                load(Some("[ingest]\nlisen = \"x\"\n"), &[]),
+                "ingest.lisen",
+                "unknown key",
+            ),
+            (
+                load(None, &[("HOOKLINE_INGEST__PUBLIC_URL", "ftp://x")]),
+                "ingest.public_url",
+                "not an http(s) URL",
+            ),
+            (
+                load(None, &[("HOOKLINE_NATS__URL", "nats://")]),
+                "nats.url",
+                "not a NATS server address",
+            ),
+            (
+                load(None, &[("HOOKLINE_SECRETS__KEY", "c2hvcnQ=")]),
+                "secrets.key",
+                "32 bytes",
+            ),
+            (
+                load(None, &[("HOOKLINE_LOG__FORMAT", "xml")]),
+                "log.format",
+                "HOOKLINE_LOG__FORMAT",
+            ),
+            (
+                load(None, &[("HOOKLINE_INGEST__PUBLISH_ACK_TIMEOUT_MS", "0")]),
+                "ingest.publish_ack_timeout_ms",
+                "greater than 0",
+            ),
+            (
+                load(None, &[("HOOKLINE_STREAMS__RAW__REPLICAS", "7")]),
+                "streams.raw.replicas",
+                "1 to 5",
+            ),
+        ];
+        for (result, key, fragment) in cases {
+            let err = result.expect_err(key);
+            assert_eq!(err.key, key, "{err}");
+            assert!(err.to_string().contains(fragment), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_bad_key_value_is_never_echoed() {
+        let err =
+            load(None, &[("HOOKLINE_SECRETS__KEY", "very-secret-but-wrong")]).expect_err("refused");
+        assert!(!err.to_string().contains("very-secret-but-wrong"), "{err}");
+    }
+
+    #[test]
+    fn channels_are_validated_with_their_index() {
+        let base = format!("[secrets]\nkey = \"{KEY}\"\n");
+        let ok = format!("{base}[[channels]]\nid = \"wa\"\ntenant_id = \"acme\"\nsource = \"whatsapp\"\nsecret = \"s\"\n");
+        assert_eq!(load(Some(&ok), &[]).expect("loads").channels.len(), 1);
+        let dup = format!("{ok}[[channels]]\nid = \"wa\"\ntenant_id = \"acme\"\nsource = \"telegram\"\nsecret = \"s\"\n");
+        assert_eq!(
+            load(Some(&dup), &[]).expect_err("dup").key,
+            "channels[1].id"
+        );
+        let bad_platform = format!("{base}[[channels]]\nid = \"t\"\ntenant_id = \"acme\"\nsource = \"telegram\"\nplatform = \"sms\"\nsecret = \"s\"\n");
+        assert_eq!(
+            load(Some(&bad_platform), &[]).expect_err("platform").key,
+            "channels[0].platform"
+        );
+        let no_key = "[[channels]]\nid = \"wa\"\ntenant_id = \"acme\"\nsource = \"whatsapp\"\nsecret = \"s\"\n";
+        assert_eq!(load(Some(no_key), &[]).expect_err("key").key, "secrets.key");
+        let bad_source = format!("{base}[[channels]]\nid = \"x\"\ntenant_id = \"acme\"\nsource = \"fax\"\nsecret = \"s\"\n");
+        assert!(load(Some(&bad_source), &[])
+            .expect_err("source")
+            .key
+            .starts_with("channels"));
+    }
+}

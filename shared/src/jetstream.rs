@@ -1,0 +1,157 @@
+//! Connecting to NATS and creating (or updating) hookline's streams and the channels bucket
+//! from configuration, at every role's start.
+
+use async_nats::jetstream::{self, kv, stream};
+use backon::{ExponentialBuilder, Retryable};
+use std::time::Duration;
+
+use crate::config::{DiscardPolicy, NatsConfig, StreamLimits, StreamsConfig};
+use crate::names;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NatsSetupError {
+    #[error("nats.url is not set")]
+    NoUrl,
+    #[error("cannot connect to NATS at {url}: {message}")]
+    Connect { url: String, message: String },
+    #[error("cannot create or update stream {stream}: {message}")]
+    Stream {
+        stream: &'static str,
+        message: String,
+    },
+    #[error("cannot create or update the KV bucket {bucket}: {message}")]
+    Bucket {
+        bucket: &'static str,
+        message: String,
+    },
+}
+
+/// `nats://user:pass@host:4222` → `nats://***@host:4222`: safe for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}***{}", &url[..scheme_end + 3], &url[at..])
+        }
+        (None, Some(at)) => format!("***{}", &url[at..]),
+        _ => url.to_string(),
+    }
+}
+
+/// Connects, retrying with backoff for up to about a minute, and logs every change of the
+/// connection's state afterwards. The client then reconnects on its own, forever.
+pub async fn connect(
+    config: &NatsConfig,
+    client_name: &str,
+) -> Result<async_nats::Client, NatsSetupError> {
+    let url = config.url.clone().ok_or(NatsSetupError::NoUrl)?;
+    let shown = redact_url(&url);
+    let timeout = Duration::from_millis(config.connect_timeout_ms);
+    let attempt = || {
+        let url = url.clone();
+        let shown = shown.clone();
+        async move {
+            async_nats::ConnectOptions::new()
+                .name(client_name)
+                .connection_timeout(timeout)
+                .max_reconnects(None)
+                .event_callback(move |event| {
+                    let shown = shown.clone();
+                    async move {
+                        match event {
+                            async_nats::Event::Connected => {
+                                tracing::info!(nats = %shown, "NATS connected")
+                            }
+                            async_nats::Event::Disconnected => {
+                                tracing::warn!(nats = %shown, "NATS disconnected; reconnecting")
+                            }
+                            other => tracing::warn!(nats = %shown, event = %other, "NATS event"),
+                        }
+                    }
+                })
+                .connect(url.as_str())
+                .await
+        }
+    };
+    attempt
+        .retry(
+            ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(200))
+                .with_max_delay(Duration::from_secs(5))
+                .with_max_times(15),
+        )
+        .notify(|err, delay| {
+            tracing::warn!(nats = %redact_url(&url), error = %err, retry_in = ?delay, "cannot reach NATS yet")
+        })
+        .await
+        .map_err(|e| NatsSetupError::Connect { url: redact_url(&url), message: e.to_string() })
+}
+
+fn stream_config(name: &str, subjects: &str, limits: &StreamLimits) -> stream::Config {
+    stream::Config {
+        name: name.to_string(),
+        subjects: vec![subjects.to_string()],
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        max_age: Duration::from_secs(limits.max_age_s),
+        max_bytes: limits.max_bytes,
+        num_replicas: limits.replicas,
+        duplicate_window: Duration::from_secs(limits.duplicate_window_s),
+        discard: match limits.discard {
+            DiscardPolicy::New => stream::DiscardPolicy::New,
+            DiscardPolicy::Old => stream::DiscardPolicy::Old,
+        },
+        ..Default::default()
+    }
+}
+
+/// Creates the three streams, or brings their limits in line with the configuration.
+pub async fn ensure_streams(
+    js: &jetstream::Context,
+    config: &StreamsConfig,
+) -> Result<(), NatsSetupError> {
+    for (name, subjects, limits) in [
+        (names::RAW_STREAM, names::RAW_SUBJECTS, &config.raw),
+        (names::EVENTS_STREAM, names::EVENTS_SUBJECTS, &config.events),
+        (names::DLQ_STREAM, names::DLQ_SUBJECTS, &config.dlq),
+    ] {
+        js.create_or_update_stream(stream_config(name, subjects, limits))
+            .await
+            .map_err(|e| NatsSetupError::Stream {
+                stream: name,
+                message: e.to_string(),
+            })?;
+    }
+    Ok(())
+}
+
+/// The bucket `hookline_channels`, created when missing.
+pub async fn channels_bucket(
+    js: &jetstream::Context,
+    config: &StreamsConfig,
+) -> Result<kv::Store, NatsSetupError> {
+    js.create_or_update_key_value(kv::Config {
+        bucket: names::CHANNELS_BUCKET.to_string(),
+        description: "hookline channel configurations (secrets sealed)".to_string(),
+        history: 5,
+        storage: stream::StorageType::File,
+        num_replicas: config.channels.replicas,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| NatsSetupError::Bucket {
+        bucket: names::CHANNELS_BUCKET,
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn credentials_are_redacted() {
+        assert_eq!(redact_url("nats://u:p@h:4222"), "nats://***@h:4222");
+        assert_eq!(redact_url("u:p@h:4222"), "***@h:4222");
+        assert_eq!(redact_url("nats://h:4222"), "nats://h:4222");
+    }
+}

@@ -1,0 +1,21 @@
+//! hookline's shared parts: names of streams and headers, sources, secrets and their
+//! encryption, configuration, channels, metrics, telemetry, NATS set-up and the test harness.
+
+pub mod channel;
+pub mod config;
+pub mod crypto;
+pub mod jetstream;
+pub mod metrics;
+pub mod names;
+pub mod secret;
+pub mod servers;
+pub mod source;
+pub mod standard_webhooks;
+pub mod telemetry;
+pub mod timefmt;
+
+#[cfg(feature = "harness")]
+pub mod harness;
+
+pub use secret::Secret;
+pub use source::Source;

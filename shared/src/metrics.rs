@@ -1,0 +1,129 @@
+//! Prometheus metrics: every family hookline exports, defined in one place.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The channel's source, or `unknown` when no channel was found.
+    pub source: &'static str,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SignatureFailureLabels {
+    pub source: &'static str,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PublishLabels {
+    /// `acked`, `duplicate`, `timeout`, `error`, `disconnected`
+    pub outcome: &'static str,
+}
+
+/// The registry and the families in it. One per process; roles share it under `hookline up`.
+pub struct Metrics {
+    registry: Registry,
+    pub ingest_requests: Family<RequestLabels, Counter>,
+    pub signature_failures: Family<SignatureFailureLabels, Counter>,
+    pub publish_duration: Histogram,
+    pub raw_publishes: Family<PublishLabels, Counter>,
+    pub request_duration: Histogram,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("hookline");
+        let ingest_requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "ingest_requests",
+            "Webhook requests answered by ingest, by source and HTTP status",
+            ingest_requests.clone(),
+        );
+        let signature_failures = Family::<SignatureFailureLabels, Counter>::default();
+        registry.register(
+            "signature_failures",
+            "Webhooks refused with 401, by source and reason",
+            signature_failures.clone(),
+        );
+        let publish_duration = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        registry.register(
+            "jetstream_publish_duration_seconds",
+            "Time from publishing a raw webhook to its JetStream ack",
+            publish_duration.clone(),
+        );
+        let raw_publishes = Family::<PublishLabels, Counter>::default();
+        registry.register(
+            "raw_publishes",
+            "Raw webhooks published to HOOKLINE_RAW, by outcome",
+            raw_publishes.clone(),
+        );
+        let request_duration = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        registry.register(
+            "ingest_request_duration_seconds",
+            "Time from a webhook's headers to ingest's answer",
+            request_duration.clone(),
+        );
+        Arc::new(Metrics {
+            registry,
+            ingest_requests,
+            signature_failures,
+            publish_duration,
+            raw_publishes,
+            request_duration,
+        })
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Encoding into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_carry_the_designs_names() {
+        let m = Metrics::new();
+        m.ingest_requests
+            .get_or_create(&RequestLabels {
+                source: "telegram",
+                status: 401,
+            })
+            .inc();
+        m.signature_failures
+            .get_or_create(&SignatureFailureLabels {
+                source: "telegram",
+                reason: "mismatch",
+            })
+            .inc();
+        m.publish_duration.observe(0.002);
+        let text = m.encode();
+        assert!(
+            text.contains("hookline_ingest_requests_total{source=\"telegram\",status=\"401\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "hookline_signature_failures_total{source=\"telegram\",reason=\"mismatch\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("hookline_jetstream_publish_duration_seconds_count 1"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,71 @@
+//! The names other programs depend on: streams, subjects, the KV bucket and message headers.
+
+use crate::Source;
+
+/// Raw webhooks, exactly as received.
+pub const RAW_STREAM: &str = "HOOKLINE_RAW";
+/// Normalized events.
+pub const EVENTS_STREAM: &str = "HOOKLINE_EVENTS";
+/// Dead letters of every stage.
+pub const DLQ_STREAM: &str = "HOOKLINE_DLQ";
+
+pub const RAW_SUBJECTS: &str = "hookline.raw.>";
+pub const EVENTS_SUBJECTS: &str = "hookline.events.>";
+pub const DLQ_SUBJECTS: &str = "hookline.dlq.>";
+
+/// The JetStream KV bucket that mirrors channel configurations for ingest.
+pub const CHANNELS_BUCKET: &str = "hookline_channels";
+
+/// `hookline.raw.<source>.<channel_id>`
+pub fn raw_subject(source: Source, channel_id: &str) -> String {
+    format!("hookline.raw.{}.{}", source.as_str(), channel_id)
+}
+
+/// Headers carried by raw messages (and, for the `Dlq` ones, by dead letters).
+pub mod header {
+    pub const SOURCE: &str = "Hookline-Source";
+    pub const CHANNEL: &str = "Hookline-Channel";
+    pub const TENANT: &str = "Hookline-Tenant";
+    pub const RECEIVED_AT: &str = "Hookline-Received-At";
+    /// The query string of the webhook request, without the `?`, when it had one.
+    pub const QUERY: &str = "Hookline-Query";
+    pub const CONTENT_TYPE: &str = "Content-Type";
+    pub const TRACEPARENT: &str = "traceparent";
+    pub const MSG_ID: &str = "Nats-Msg-Id";
+    pub const DLQ_STAGE: &str = "Hookline-Dlq-Stage";
+    pub const DLQ_REASON: &str = "Hookline-Dlq-Reason";
+    pub const DLQ_ATTEMPTS: &str = "Hookline-Dlq-Attempts";
+    pub const DLQ_SUBJECT: &str = "Hookline-Dlq-Subject";
+    pub const DLQ_SEQ: &str = "Hookline-Dlq-Seq";
+}
+
+/// Whether `s` can be one token of a NATS subject and a KV key: channel and tenant ids.
+pub fn is_valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_subject_has_source_and_channel() {
+        assert_eq!(
+            raw_subject(Source::Dialog360, "ch_1"),
+            "hookline.raw.dialog360.ch_1"
+        );
+    }
+
+    #[test]
+    fn ids_exclude_subject_separators_and_wildcards() {
+        for bad in ["", "a.b", "a b", "a*", "a>", &"x".repeat(65)] {
+            assert!(!is_valid_id(bad), "{bad:?} should be refused");
+        }
+        for good in ["a", "wa-main", "ch_01HZX", &"x".repeat(64)] {
+            assert!(is_valid_id(good), "{good:?} should be accepted");
+        }
+    }
+}
