@@ -4,6 +4,7 @@
 pub mod channel;
 pub mod config;
 pub mod crypto;
+pub mod event;
 pub mod jetstream;
 pub mod metrics;
 pub mod names;

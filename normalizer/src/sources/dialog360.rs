@@ -1,0 +1,9 @@
+//! dialog360: not written yet.
+
+use hookline_shared::event::NormalizedEvent;
+
+use crate::{NormalizeError, RawInput};
+
+pub fn parse(_input: &RawInput<'_>) -> Result<Vec<NormalizedEvent>, NormalizeError> {
+    Err(NormalizeError::UnsupportedPayload("the dialog360 normalizer is not written yet".into()))
+}
