@@ -1,1 +1,88 @@
-fn main() {}
+//! `hookline`: one binary, a role per subcommand. Parses arguments, loads the configuration,
+//! installs telemetry and signal handling, and hands each role its shutdown token.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Exit status for a configuration error (sysexits EX_CONFIG).
+const EXIT_CONFIG: u8 = 78;
+
+#[derive(Parser)]
+#[command(
+    name = "hookline",
+    version,
+    about = "Receives platform webhooks, keeps them in NATS JetStream, normalizes and forwards them.",
+    long_about = "Receives platform webhooks, keeps them in NATS JetStream, normalizes and forwards them.\n\n\
+Configuration: built-in defaults, then hookline.toml (or --config), then HOOKLINE_* environment \
+variables with __ between levels (HOOKLINE_INGEST__LISTEN=0.0.0.0:8080); HOOKLINE_*_FILE reads a \
+value from a file. See README.md for every key."
+)]
+struct Cli {
+    /// Configuration file (default: ./hookline.toml when it exists).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Everything in one process for a laptop: starts a private nats-server under data_dir when
+    /// nats.url is not set, and a demo channel when none is declared.
+    Up,
+    /// The ingest role: verifies webhooks and stores them in HOOKLINE_RAW (needs nats.url, secrets.key).
+    Ingest,
+    /// Checks the configuration and exits: 0 when valid, 78 naming the wrong key otherwise.
+    CheckConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let sources = hookline_shared::config::Sources {
+        file: cli.config.clone(),
+    };
+    let config = match hookline_shared::config::Config::load(&sources) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("hookline: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if let Command::CheckConfig = cli.command {
+        println!("configuration is valid");
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hookline: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let _telemetry = hookline_shared::telemetry::init(&config.log, &config.telemetry)?;
+        match cli.command {
+            Command::Up => cmd::up::run(config).await,
+            Command::Ingest => cmd::ingest::run(config).await,
+            Command::CheckConfig => Ok(()),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(config_error) = e.downcast_ref::<hookline_shared::config::ConfigError>() {
+                eprintln!("hookline: {config_error}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            tracing::error!(error = format!("{e:#}"), "hookline stopped");
+            eprintln!("hookline: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

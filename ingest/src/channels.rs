@@ -98,6 +98,18 @@ pub async fn write_declared(
     Ok(())
 }
 
+async fn bucket_messages(js: &async_nats::jetstream::Context) -> Result<u64, String> {
+    let mut stream = js
+        .get_stream(format!("KV_{}", hookline_shared::names::CHANNELS_BUCKET))
+        .await
+        .map_err(|e| e.to_string())?;
+    stream
+        .info()
+        .await
+        .map(|i| i.state.messages)
+        .map_err(|e| e.to_string())
+}
+
 fn apply(directory: &ChannelDirectory, keyring: &Keyring, entry: &kv::Entry) {
     match entry.operation {
         kv::Operation::Put => {
@@ -135,16 +147,19 @@ fn apply(directory: &ChannelDirectory, keyring: &Keyring, entry: &kv::Entry) {
 /// Keeps `directory` in step with the bucket until `shutdown`. A broken watch is re-created,
 /// replaying the bucket's latest values (deletes included), so nothing is missed.
 pub async fn watch(
+    js: async_nats::jetstream::Context,
     store: kv::Store,
     keyring: Arc<Keyring>,
     directory: Arc<ChannelDirectory>,
     shutdown: CancellationToken,
 ) {
     loop {
-        match store.status().await {
-            Ok(status) if status.values() == 0 => directory.mark_loaded(),
+        // An empty bucket sends nothing to a watcher, so "loaded" must come from its size. (The
+        // store's own `status()` answers from info cached when the bucket was opened.)
+        match bucket_messages(&js).await {
+            Ok(0) => directory.mark_loaded(),
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot read the channels bucket's status"),
+            Err(e) => tracing::warn!(error = %e, "cannot read the channels bucket's size"),
         }
         match store.watch_with_history(">").await {
             Ok(mut entries) => loop {

@@ -53,6 +53,7 @@ pub async fn run(
 
     let directory = Arc::new(ChannelDirectory::default());
     let watcher = tokio::spawn(channels::watch(
+        js.clone(),
         store,
         keyring,
         directory.clone(),

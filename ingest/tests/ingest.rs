@@ -643,6 +643,18 @@ async fn channels_in_the_bucket_are_served_by_a_new_ingest_and_the_bucket_holds_
         settings: Default::default(),
     });
     let ingest = Ingest::start_with(nats, config).await;
+    // Ready means the bucket's channels are served: no waiting for this one.
+    let known = ingest
+        .http
+        .get(format!("{}/webhooks/declared", ingest.base))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(
+        known.status(),
+        403,
+        "a declared channel must be served as soon as ingest is ready"
+    );
     let entry = ingest
         .store
         .get("declared")

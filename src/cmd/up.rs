@@ -1,0 +1,150 @@
+//! `hookline up`: everything in one process for a laptop. Starts a private nats-server under
+//! `data_dir` when `nats.url` is not set, generates `secrets.key` there when none is configured,
+//! declares a demo channel when none is, prints where each part listens and a command that sends
+//! a signed sample webhook, and on Ctrl-C stops the roles and then its servers.
+
+use anyhow::Context;
+use std::path::Path;
+use std::time::Duration;
+
+use hookline_shared::channel::ChannelDecl;
+use hookline_shared::config::Config;
+use hookline_shared::crypto::generate_key_base64;
+use hookline_shared::metrics::Metrics;
+use hookline_shared::servers::{find_nats_server, free_port, NatsProcess};
+use hookline_shared::{Secret, Source};
+
+const DEMO_CHANNEL: &str = "demo-telegram";
+
+/// Reads a secret kept in a file under data_dir, or creates it (mode 0600).
+fn persisted_secret(
+    path: &Path,
+    make: impl FnOnce() -> anyhow::Result<Secret>,
+) -> anyhow::Result<Secret> {
+    if let Ok(text) = std::fs::read_to_string(path) {
+        return Ok(Secret::new(text.trim().to_string()));
+    }
+    let secret = make()?;
+    write_private(path, secret.expose())?;
+    Ok(secret)
+}
+
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(contents.as_bytes())?;
+    Ok(())
+}
+
+pub async fn run(mut config: Config) -> anyhow::Result<()> {
+    let data_dir = config.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
+
+    let mut nats_process = None;
+    if config.nats.url.is_none() {
+        let binary = find_nats_server()?;
+        let port = free_port()?;
+        let dir = data_dir.join("nats");
+        let process =
+            tokio::task::spawn_blocking(move || NatsProcess::start(&binary, &dir, port)).await??;
+        config.nats.url = Some(process.url());
+        nats_process = Some(process);
+    }
+    if config.secrets.key.is_none() {
+        let key = persisted_secret(&data_dir.join("secrets.key"), || Ok(generate_key_base64()?))?;
+        config.secrets.key = Some(key);
+        config.validate()?;
+    }
+    let demo_token = if config.channels.is_empty() {
+        let token = persisted_secret(&data_dir.join("demo-telegram.token"), || {
+            let key = generate_key_base64()?;
+            Ok(Secret::new(
+                key.expose()
+                    .chars()
+                    .filter(char::is_ascii_alphanumeric)
+                    .take(32)
+                    .collect::<String>(),
+            ))
+        })?;
+        config.channels.push(ChannelDecl {
+            id: DEMO_CHANNEL.into(),
+            tenant_id: "demo".into(),
+            source: Source::Telegram,
+            secret: token.clone(),
+            verify_token: None,
+            platform: None,
+            name: Some("hookline up demo channel".into()),
+            default: true,
+            settings: Default::default(),
+        });
+        Some(token)
+    } else {
+        None
+    };
+
+    let listener = super::bind(config.ingest.listen, "ingest.listen").await?;
+    let shutdown = super::shutdown_on_signals();
+    print_banner(&config, nats_process.is_some(), demo_token.as_ref());
+
+    let metrics = Metrics::new();
+    let result = hookline_ingest::run(&config, metrics, listener, shutdown)
+        .await
+        .context("ingest");
+
+    if let Some(mut process) = nats_process {
+        tokio::task::spawn_blocking(move || process.stop(Duration::from_secs(10))).await?;
+        tracing::info!("private nats-server stopped");
+    }
+    result
+}
+
+fn print_banner(config: &Config, private_nats: bool, demo_token: Option<&Secret>) {
+    let listen = config.ingest.listen;
+    let local = format!("http://127.0.0.1:{}", listen.port());
+    let nats = config
+        .nats
+        .url
+        .as_deref()
+        .map(hookline_shared::jetstream::redact_url)
+        .unwrap_or_default();
+    println!();
+    println!("hookline up");
+    if private_nats {
+        println!(
+            "  nats      {nats}  (private, data in {})",
+            config.data_dir.join("nats").display()
+        );
+    } else {
+        println!("  nats      {nats}");
+    }
+    println!(
+        "  ingest    {local}  (public URL {})",
+        config.ingest.public_url
+    );
+    println!("  metrics   {local}/metrics");
+    println!("  readiness {local}/readyz");
+    if let Some(token) = demo_token {
+        println!();
+        println!("A demo Telegram channel '{DEMO_CHANNEL}' is declared. Send it a webhook:");
+        println!();
+        println!(
+            "  curl -i -X POST {local}/webhooks/{DEMO_CHANNEL} -H 'Content-Type: application/json' \\\n    -H 'X-Telegram-Bot-Api-Secret-Token: {}' \\\n    -d '{{\"update_id\":1,\"message\":{{\"message_id\":1,\"date\":1700000000,\"chat\":{{\"id\":42,\"type\":\"private\"}},\"from\":{{\"id\":42,\"is_bot\":false,\"first_name\":\"Ana\"}},\"text\":\"hello\"}}}}'",
+            token.expose()
+        );
+        println!();
+        println!("It answers 200 once the webhook is stored in JetStream (stream HOOKLINE_RAW).");
+    }
+    println!(
+        "Ctrl-C stops everything; the data stays in {}.",
+        config.data_dir.display()
+    );
+    println!();
+}

@@ -1,0 +1,189 @@
+//! The `hookline` binary itself: configuration errors name the key and stop the process, and
+//! `hookline up` with no configuration starts, stores a signed webhook, stops cleanly, and finds
+//! its data again.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hookline_shared::harness::wait_for;
+use hookline_shared::servers::free_port;
+
+fn hookline() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_hookline"));
+    // Keep the developer's environment out of these runs.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("HOOKLINE_") && k != "HOOKLINE_NATS_SERVER" && k != "HOOKLINE_PG_BIN" {
+            c.env_remove(k);
+        }
+    }
+    c.env_remove("PORT");
+    c
+}
+
+#[test]
+fn a_malformed_key_stops_the_process_naming_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = hookline()
+        .current_dir(dir.path())
+        .env("HOOKLINE_INGEST__MAX_BODY_BYTES", "lots")
+        .arg("ingest")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("ingest.max_body_bytes (HOOKLINE_INGEST__MAX_BODY_BYTES)"),
+        "{stderr}"
+    );
+
+    let out = hookline()
+        .current_dir(dir.path())
+        .arg("ingest")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nats.url (HOOKLINE_NATS__URL): required")
+    );
+
+    std::fs::write(
+        dir.path().join("hookline.toml"),
+        "[ingest]\nlisten = \"nowhere\"\n",
+    )
+    .expect("write");
+    let out = hookline()
+        .current_dir(dir.path())
+        .arg("check-config")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ingest.listen"));
+    std::fs::remove_file(dir.path().join("hookline.toml")).expect("rm");
+    let out = hookline()
+        .current_dir(dir.path())
+        .arg("check-config")
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+struct Up {
+    child: Child,
+    nats_url: String,
+    token: String,
+}
+
+fn start_up(data_dir: &std::path::Path, port: u16) -> Up {
+    let mut child = hookline()
+        .env("HOOKLINE_DATA_DIR", data_dir)
+        .env("HOOKLINE_INGEST__LISTEN", format!("127.0.0.1:{port}"))
+        .env("HOOKLINE_LOG__FORMAT", "json")
+        .arg("up")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("hookline up starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut nats_url = None;
+    let mut token = None;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("utf-8 line");
+        if let Some(rest) = line.trim().strip_prefix("nats") {
+            nats_url = rest.split_whitespace().next().map(str::to_string);
+        }
+        if let Some((_, t)) = line.split_once("X-Telegram-Bot-Api-Secret-Token: ") {
+            token = Some(t.trim_end_matches(['\'', ' ', '\\']).to_string());
+        }
+        if line.starts_with("Ctrl-C stops everything") || Instant::now() > deadline {
+            break;
+        }
+    }
+    Up {
+        child,
+        nats_url: nats_url.expect("banner names NATS"),
+        token: token.expect("banner has the sample command"),
+    }
+}
+
+fn interrupt_and_wait(up: &mut Up) -> std::process::ExitStatus {
+    // SAFETY: kill(2) on the pid of our own child.
+    unsafe {
+        libc::kill(up.child.id() as i32, libc::SIGINT);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(status)) = up.child.try_wait() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "hookline up did not stop after SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+async fn raw_messages(nats_url: &str) -> u64 {
+    let client = async_nats::connect(nats_url).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js.get_stream("HOOKLINE_RAW").await.expect("stream");
+    stream.info().await.expect("info").state.messages
+}
+
+#[tokio::test]
+async fn up_starts_accepts_a_signed_webhook_stops_cleanly_and_keeps_its_data() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let port = free_port().expect("port");
+    let mut up = start_up(data.path(), port);
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_for("up ready", Duration::from_secs(30), || {
+        let http = http.clone();
+        let url = format!("{base}/readyz");
+        async move {
+            http.get(&url)
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status() == 200)
+                .map(|_| ())
+        }
+    })
+    .await;
+    let sample = r#"{"update_id":1,"message":{"message_id":1,"date":1700000000,"chat":{"id":42,"type":"private"},"text":"hello"}}"#;
+    let response = http
+        .post(format!("{base}/webhooks/demo-telegram"))
+        .header("X-Telegram-Bot-Api-Secret-Token", &up.token)
+        .header("Content-Type", "application/json")
+        .body(sample)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(response.status(), 200);
+    assert_eq!(raw_messages(&up.nats_url).await, 1);
+
+    let status = interrupt_and_wait(&mut up);
+    assert!(status.success(), "exit status {status}");
+    let nats_port: u16 = up
+        .nats_url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", nats_port)).is_err(),
+        "the private nats-server still runs"
+    );
+
+    // A second `up` finds its data: the same demo token and the stored webhook.
+    let mut again = start_up(data.path(), port);
+    assert_eq!(again.token, up.token);
+    assert_eq!(raw_messages(&again.nats_url).await, 1);
+    assert!(interrupt_and_wait(&mut again).success());
+}
