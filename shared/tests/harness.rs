@@ -7,7 +7,7 @@ use std::path::PathBuf;
 fn process_alive(pid: u32) -> bool {
     // A zombie still has a /proc entry; its state is Z.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.split(' ').nth(2).is_some_and(|s| s == "Z"),
+        Ok(stat) => stat.split(' ').nth(2).is_none_or(|s| s != "Z"),
         Err(_) => false,
     }
 }
