@@ -35,12 +35,38 @@ enum Command {
     Up,
     /// The ingest role: verifies webhooks and stores them in HOOKLINE_RAW (needs nats.url, secrets.key).
     Ingest,
+    /// The normalizer role: raw webhooks from HOOKLINE_RAW to events in HOOKLINE_EVENTS (needs nats.url).
+    Normalizer,
+    /// Prints the events of one raw payload as JSON lines (exit 2 when it cannot be parsed).
+    Normalize {
+        /// The payload's source: whatsapp, messenger, instagram, telegram, twilio, dialog360,
+        /// tawkto, mercadopago or webchat.
+        #[arg(long)]
+        source: hookline_shared::Source,
+        /// The payload's Content-Type, as the platform sent it.
+        #[arg(long)]
+        content_type: Option<String>,
+        /// The webhook request's query string (Mercado Pago puts data.id there).
+        #[arg(long)]
+        query: Option<String>,
+        /// The payload file; standard input when absent.
+        file: Option<PathBuf>,
+    },
     /// Checks the configuration and exits: 0 when valid, 78 naming the wrong key otherwise.
     CheckConfig,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Normalize {
+        source,
+        content_type,
+        query,
+        file,
+    } = cli.command
+    {
+        return cmd::normalize::run(source, content_type, query, file);
+    }
     let sources = hookline_shared::config::Sources {
         file: cli.config.clone(),
     };
@@ -70,7 +96,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Up => cmd::up::run(config).await,
             Command::Ingest => cmd::ingest::run(config).await,
-            Command::CheckConfig => Ok(()),
+            Command::Normalizer => cmd::normalizer::run(config).await,
+            Command::Normalize { .. } | Command::CheckConfig => Ok(()),
         }
     });
     match result {

@@ -3,6 +3,7 @@
 
 pub mod build;
 pub mod sources;
+pub mod worker;
 
 use hookline_shared::event::{NormalizedEvent, RawRef};
 use hookline_shared::Source;

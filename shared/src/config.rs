@@ -26,6 +26,7 @@ pub struct Config {
     pub log: LogConfig,
     pub telemetry: TelemetryConfig,
     pub ingest: IngestConfig,
+    pub normalizer: NormalizerConfig,
     pub secrets: SecretsConfig,
     pub streams: StreamsConfig,
     #[serde(default)]
@@ -74,6 +75,17 @@ pub struct IngestConfig {
     pub shutdown_grace_ms: u64,
     pub webchat_tolerance_s: i64,
     pub mercadopago_tolerance_s: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NormalizerConfig {
+    pub listen: SocketAddr,
+    pub batch_size: usize,
+    pub max_in_flight: usize,
+    pub ack_wait_s: u64,
+    pub retry_delay_ms: u64,
+    pub publish_ack_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -239,6 +251,17 @@ impl Config {
             ),
             ("ingest.retry_after_s", self.ingest.retry_after_s),
             ("nats.connect_timeout_ms", self.nats.connect_timeout_ms),
+            ("normalizer.batch_size", self.normalizer.batch_size as u64),
+            (
+                "normalizer.max_in_flight",
+                self.normalizer.max_in_flight as u64,
+            ),
+            ("normalizer.ack_wait_s", self.normalizer.ack_wait_s),
+            ("normalizer.retry_delay_ms", self.normalizer.retry_delay_ms),
+            (
+                "normalizer.publish_ack_timeout_ms",
+                self.normalizer.publish_ack_timeout_ms,
+            ),
             (
                 "ingest.webchat_tolerance_s",
                 self.ingest.webchat_tolerance_s.max(0) as u64,

@@ -4,10 +4,12 @@
 pub mod channel;
 pub mod config;
 pub mod crypto;
+pub mod dlq;
 pub mod event;
 pub mod jetstream;
 pub mod metrics;
 pub mod names;
+pub mod ops_server;
 pub mod secret;
 pub mod servers;
 pub mod source;

@@ -28,6 +28,23 @@ pub struct PublishLabels {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    pub source: &'static str,
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DlqLabels {
+    pub stage: &'static str,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
 /// The registry and the families in it. One per process; roles share it under `hookline up`.
 pub struct Metrics {
     registry: Registry,
@@ -36,6 +53,9 @@ pub struct Metrics {
     pub publish_duration: Histogram,
     pub raw_publishes: Family<PublishLabels, Counter>,
     pub request_duration: Histogram,
+    pub normalized_events: Family<EventLabels, Counter>,
+    pub dlq_messages: Family<DlqLabels, Counter>,
+    pub raw_messages: Family<OutcomeLabels, Counter>,
 }
 
 impl Metrics {
@@ -71,6 +91,24 @@ impl Metrics {
             "Time from a webhook's headers to ingest's answer",
             request_duration.clone(),
         );
+        let normalized_events = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "normalized_events",
+            "Events published to HOOKLINE_EVENTS by the normalizer, by source and kind",
+            normalized_events.clone(),
+        );
+        let dlq_messages = Family::<DlqLabels, Counter>::default();
+        registry.register(
+            "dlq_messages",
+            "Messages dead-lettered to HOOKLINE_DLQ, by stage and reason",
+            dlq_messages.clone(),
+        );
+        let raw_messages = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "normalizer_raw_messages",
+            "Raw messages handled by the normalizer, by outcome (normalized, dead_lettered, retried)",
+            raw_messages.clone(),
+        );
         Arc::new(Metrics {
             registry,
             ingest_requests,
@@ -78,6 +116,9 @@ impl Metrics {
             publish_duration,
             raw_publishes,
             request_duration,
+            normalized_events,
+            dlq_messages,
+            raw_messages,
         })
     }
 

@@ -21,6 +21,19 @@ pub fn raw_subject(source: Source, channel_id: &str) -> String {
     format!("hookline.raw.{}.{}", source.as_str(), channel_id)
 }
 
+/// `hookline.events.<tenant_id>.<platform>.<kind>`
+pub fn event_subject(tenant_id: &str, platform: &str, kind: &str) -> String {
+    format!("hookline.events.{tenant_id}.{platform}.{kind}")
+}
+
+/// `hookline.dlq.<stage>.<source or tenant>`
+pub fn dlq_subject(stage: &str, who: &str) -> String {
+    format!("hookline.dlq.{stage}.{who}")
+}
+
+/// The durable pull consumer every normalizer process shares.
+pub const NORMALIZER_CONSUMER: &str = "normalizer";
+
 /// Headers carried by raw messages (and, for the `Dlq` ones, by dead letters).
 pub mod header {
     pub const SOURCE: &str = "Hookline-Source";
@@ -37,6 +50,8 @@ pub mod header {
     pub const DLQ_ATTEMPTS: &str = "Hookline-Dlq-Attempts";
     pub const DLQ_SUBJECT: &str = "Hookline-Dlq-Subject";
     pub const DLQ_SEQ: &str = "Hookline-Dlq-Seq";
+    /// A one-line, human-readable detail of the reason (at most 512 bytes).
+    pub const DLQ_DETAIL: &str = "Hookline-Dlq-Detail";
 }
 
 /// Whether `s` can be one token of a NATS subject and a KV key: channel and tenant ids.

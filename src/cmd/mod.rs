@@ -1,6 +1,8 @@
 //! One file per subcommand, and the shutdown signal they share.
 
 pub mod ingest;
+pub mod normalize;
+pub mod normalizer;
 pub mod up;
 
 use tokio_util::sync::CancellationToken;

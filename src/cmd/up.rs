@@ -95,15 +95,45 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     print_banner(&config, nats_process.is_some(), demo_token.as_ref());
 
     let metrics = Metrics::new();
-    let result = hookline_ingest::run(&config, metrics, listener, shutdown)
-        .await
-        .context("ingest");
+    let result = run_roles(&config, metrics, listener, shutdown).await;
 
     if let Some(mut process) = nats_process {
         tokio::task::spawn_blocking(move || process.stop(Duration::from_secs(10))).await?;
         tracing::info!("private nats-server stopped");
     }
     result
+}
+
+/// Ingest and the normalizer side by side; when one fails, the others are stopped.
+async fn run_roles(
+    config: &Config,
+    metrics: std::sync::Arc<Metrics>,
+    listener: tokio::net::TcpListener,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    let stop_all = |r: anyhow::Result<()>| {
+        if r.is_err() {
+            shutdown.cancel();
+        }
+        r
+    };
+    let (ingest, normalizer) = tokio::join!(
+        async {
+            stop_all(
+                hookline_ingest::run(config, metrics.clone(), listener, shutdown.clone())
+                    .await
+                    .context("ingest"),
+            )
+        },
+        async {
+            stop_all(
+                hookline_normalizer::worker::run(config, metrics.clone(), None, shutdown.clone())
+                    .await
+                    .context("normalizer"),
+            )
+        },
+    );
+    ingest.and(normalizer)
 }
 
 fn print_banner(config: &Config, private_nats: bool, demo_token: Option<&Secret>) {
@@ -140,7 +170,8 @@ fn print_banner(config: &Config, private_nats: bool, demo_token: Option<&Secret>
             token.expose()
         );
         println!();
-        println!("It answers 200 once the webhook is stored in JetStream (stream HOOKLINE_RAW).");
+        println!("It answers 200 once the webhook is stored in JetStream (stream HOOKLINE_RAW);");
+        println!("the normalizer then publishes its event to HOOKLINE_EVENTS.");
     }
     println!(
         "Ctrl-C stops everything; the data stays in {}.",

@@ -1,0 +1,369 @@
+//! The normalizer worker: a durable pull consumer `normalizer` on `HOOKLINE_RAW` that any number
+//! of processes share. Each raw message becomes its events in `HOOKLINE_EVENTS` (`Nats-Msg-Id` =
+//! event id, so a redelivery stores nothing twice) and is acked only after JetStream acked all of
+//! them; a payload that cannot be parsed goes to `HOOKLINE_DLQ` with its reason and is then acked.
+//! NATS trouble is never dead-lettered: the message is NAKed and redelivered after a delay.
+
+use async_nats::jetstream::consumer::{pull, AckPolicy};
+use async_nats::jetstream::{self, AckKind, Message};
+use async_nats::HeaderMap;
+use futures_util::StreamExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use hookline_shared::config::{Config, NormalizerConfig};
+use hookline_shared::dlq::{self, DeadLetter};
+use hookline_shared::event::{NormalizedEvent, RawRef};
+use hookline_shared::jetstream::{self as js_setup, NatsSetupError};
+use hookline_shared::metrics::{EventLabels, Metrics, OutcomeLabels};
+use hookline_shared::names::{self, header};
+use hookline_shared::{ops_server, telemetry, timefmt, Source};
+
+use crate::{normalize, EventContext, RawInput};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Nats(#[from] NatsSetupError),
+    #[error("cannot create the consumer {consumer}: {message}")]
+    Consumer {
+        consumer: &'static str,
+        message: String,
+    },
+}
+
+struct Worker {
+    js: jetstream::Context,
+    metrics: Arc<Metrics>,
+    config: NormalizerConfig,
+}
+
+/// What became of one raw message.
+enum Outcome {
+    /// Its events (possibly none) are stored: ack.
+    Normalized,
+    /// It is in the DLQ: ack.
+    DeadLettered,
+    /// Not stored for a reason outside the message (NATS): NAK, redelivered after the delay.
+    Retry(String),
+}
+
+/// Runs until `shutdown`; then stops fetching, finishes the messages it holds (never acking
+/// unfinished work: JetStream redelivers those) and returns.
+pub async fn run(
+    config: &Config,
+    metrics: Arc<Metrics>,
+    ops_listener: Option<TcpListener>,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
+    let client = js_setup::connect(&config.nats, "hookline-normalizer").await?;
+    let js = jetstream::new(client.clone());
+    js_setup::ensure_streams(&js, &config.streams).await?;
+    let cfg = config.normalizer.clone();
+    let consumer_error = |e: String| WorkerError::Consumer {
+        consumer: names::NORMALIZER_CONSUMER,
+        message: e,
+    };
+    let stream = js
+        .get_stream(names::RAW_STREAM)
+        .await
+        .map_err(|e| consumer_error(e.to_string()))?;
+    let consumer: jetstream::consumer::PullConsumer = stream
+        .create_consumer(pull::Config {
+            durable_name: Some(names::NORMALIZER_CONSUMER.to_string()),
+            description: Some("hookline normalizer: raw webhooks to events".to_string()),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(cfg.ack_wait_s),
+            max_deliver: -1,
+            max_ack_pending: (cfg.max_in_flight * 4) as i64,
+            filter_subject: names::RAW_SUBJECTS.to_string(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| consumer_error(e.to_string()))?;
+
+    if let Some(listener) = ops_listener {
+        let probe = client.clone();
+        let ready =
+            Arc::new(move || probe.connection_state() == async_nats::connection::State::Connected);
+        tokio::spawn(ops_server::serve(
+            listener,
+            metrics.clone(),
+            ready,
+            shutdown.clone(),
+        ));
+    }
+
+    let worker = Arc::new(Worker {
+        js,
+        metrics,
+        config: cfg.clone(),
+    });
+    let permits = Arc::new(Semaphore::new(cfg.max_in_flight));
+    let mut tasks = JoinSet::new();
+    tracing::info!(
+        consumer = names::NORMALIZER_CONSUMER,
+        max_in_flight = cfg.max_in_flight,
+        "normalizer running"
+    );
+    'outer: while !shutdown.is_cancelled() {
+        let mut messages = match consumer
+            .stream()
+            .max_messages_per_batch(cfg.batch_size)
+            .messages()
+            .await
+        {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot pull from HOOKLINE_RAW; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        loop {
+            let permit = tokio::select! {
+                _ = shutdown.cancelled() => break 'outer,
+                permit = permits.clone().acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => break 'outer,
+                },
+            };
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => break 'outer,
+                next = messages.next() => next,
+            };
+            match next {
+                Some(Ok(message)) => {
+                    let worker = worker.clone();
+                    tasks.spawn(async move {
+                        worker.handle(message).await;
+                        drop(permit);
+                    });
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "pull from HOOKLINE_RAW failed");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                None => {
+                    tracing::warn!("pull stream ended; re-creating it");
+                    break;
+                }
+            }
+            while tasks.try_join_next().is_some() {}
+        }
+    }
+    tracing::info!(
+        in_flight = tasks.len(),
+        "normalizer stopping: finishing the messages it holds"
+    );
+    while tasks.join_next().await.is_some() {}
+    let _ = client.flush().await;
+    Ok(())
+}
+
+fn text<'a>(headers: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
+    headers
+        .and_then(|h| h.get(name))
+        .map(|v| v.as_str())
+        .filter(|s| !s.is_empty())
+}
+
+impl Worker {
+    async fn handle(&self, message: Message) {
+        let (seq, delivered) = match message.info() {
+            Ok(info) => (info.stream_sequence, info.delivered),
+            Err(e) => {
+                tracing::error!(error = %e, "a message without JetStream metadata; leaving it to redelivery");
+                return;
+            }
+        };
+        let headers = message.headers.as_ref();
+        let span = tracing::info_span!(
+            "normalize",
+            source = text(headers, header::SOURCE).unwrap_or("unknown"),
+            stream_seq = seq,
+            delivered
+        );
+        telemetry::set_parent(&span, text(headers, header::TRACEPARENT));
+        let outcome = self
+            .process(&message, seq, delivered, &span)
+            .instrument(span.clone())
+            .await;
+        let _enter = span.enter();
+        let (label, ack) = match outcome {
+            Outcome::Normalized => ("normalized", AckKind::Ack),
+            Outcome::DeadLettered => ("dead_lettered", AckKind::Ack),
+            Outcome::Retry(reason) => {
+                tracing::warn!(%reason, "not stored; redelivery in {:?}", Duration::from_millis(self.config.retry_delay_ms));
+                (
+                    "retried",
+                    AckKind::Nak(Some(Duration::from_millis(self.config.retry_delay_ms))),
+                )
+            }
+        };
+        self.metrics
+            .raw_messages
+            .get_or_create(&OutcomeLabels { outcome: label })
+            .inc();
+        if let Err(e) = message.ack_with(ack).await {
+            // The events are stored; a redelivery republishes them with the same ids (deduplicated).
+            tracing::warn!(error = %e, "ack failed; the message will be redelivered");
+        }
+    }
+
+    async fn process(
+        &self,
+        message: &Message,
+        seq: u64,
+        delivered: i64,
+        span: &tracing::Span,
+    ) -> Outcome {
+        let headers = message.headers.as_ref();
+        let subject = message.subject.as_str();
+        let source = text(headers, header::SOURCE).and_then(|s| s.parse::<Source>().ok());
+        let tenant = text(headers, header::TENANT).filter(|t| names::is_valid_id(t));
+        let channel = text(headers, header::CHANNEL).filter(|c| names::is_valid_id(c));
+        let (Some(source), Some(tenant), Some(channel)) = (source, tenant, channel) else {
+            let who = source.map_or("unknown", Source::as_str);
+            return self
+                .dead_letter(message, "invalid_headers", "raw message without a valid Hookline-Source, Hookline-Tenant or Hookline-Channel", who, seq, delivered)
+                .await;
+        };
+        let context = EventContext {
+            tenant_id: tenant.to_string(),
+            channel_id: channel.to_string(),
+            platform: String::new(),
+            received_at: text(headers, header::RECEIVED_AT)
+                .map_or_else(timefmt::now_rfc3339, str::to_string),
+            raw: Some(RawRef {
+                subject: subject.to_string(),
+                seq,
+            }),
+        };
+        let input = RawInput {
+            source,
+            body: &message.payload,
+            content_type: text(headers, header::CONTENT_TYPE),
+            query: text(headers, header::QUERY),
+            context: &context,
+        };
+        match normalize(&input) {
+            Ok(events) => self.store(&events, tenant, channel, span).await,
+            Err(e) => {
+                self.dead_letter(
+                    message,
+                    e.code(),
+                    &e.to_string(),
+                    source.as_str(),
+                    seq,
+                    delivered,
+                )
+                .await
+            }
+        }
+    }
+
+    /// Publishes every event, then waits for every ack.
+    async fn store(
+        &self,
+        events: &[NormalizedEvent],
+        tenant: &str,
+        channel: &str,
+        span: &tracing::Span,
+    ) -> Outcome {
+        let traceparent = telemetry::traceparent(span);
+        let timeout = Duration::from_millis(self.config.publish_ack_timeout_ms);
+        let mut acks = Vec::with_capacity(events.len());
+        for event in events {
+            let body = match serde_json::to_vec(event) {
+                Ok(b) => b,
+                Err(e) => {
+                    return Outcome::Retry(format!("cannot serialize event {}: {e}", event.id))
+                }
+            };
+            let mut headers = HeaderMap::new();
+            headers.insert(header::MSG_ID, event.id.as_str());
+            headers.insert(header::CONTENT_TYPE, "application/json");
+            headers.insert(header::SOURCE, event.source.as_str());
+            headers.insert(header::TENANT, tenant);
+            headers.insert(header::CHANNEL, channel);
+            headers.insert(header::TRACEPARENT, traceparent.as_str());
+            let subject = names::event_subject(tenant, &event.platform, event.kind.as_str());
+            match tokio::time::timeout(
+                timeout,
+                self.js.publish_with_headers(subject, headers, body.into()),
+            )
+            .await
+            {
+                Ok(Ok(ack)) => acks.push(ack),
+                Ok(Err(e)) => return Outcome::Retry(format!("publish of event {}: {e}", event.id)),
+                Err(_) => {
+                    return Outcome::Retry(format!("publish of event {} timed out", event.id))
+                }
+            }
+        }
+        let all = futures_util::future::join_all(
+            acks.into_iter()
+                .map(|ack| tokio::time::timeout(timeout, ack)),
+        )
+        .await;
+        for result in all {
+            match result {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Outcome::Retry(format!("event not acked: {e}")),
+                Err(_) => return Outcome::Retry("event ack timed out".to_string()),
+            }
+        }
+        for event in events {
+            self.metrics
+                .normalized_events
+                .get_or_create(&EventLabels {
+                    source: event.source.as_str(),
+                    kind: event.kind.as_str(),
+                })
+                .inc();
+        }
+        tracing::debug!(events = events.len(), "normalized");
+        Outcome::Normalized
+    }
+
+    async fn dead_letter(
+        &self,
+        message: &Message,
+        reason: &'static str,
+        detail: &str,
+        who: &str,
+        seq: u64,
+        delivered: i64,
+    ) -> Outcome {
+        let letter = DeadLetter {
+            stage: "normalize",
+            reason,
+            detail,
+            attempts: delivered,
+            subject: message.subject.as_str(),
+            seq,
+            who,
+            body: message.payload.clone(),
+            original_headers: message.headers.as_ref(),
+        };
+        match dlq::publish(
+            &self.js,
+            &self.metrics,
+            letter,
+            Duration::from_millis(self.config.publish_ack_timeout_ms),
+        )
+        .await
+        {
+            Ok(()) => Outcome::DeadLettered,
+            Err(e) => Outcome::Retry(e.to_string()),
+        }
+    }
+}
