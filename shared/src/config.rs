@@ -27,6 +27,10 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     pub ingest: IngestConfig,
     pub normalizer: NormalizerConfig,
+    pub forwarder: ForwarderConfig,
+    pub sink: SinkConfig,
+    pub database: DatabaseConfig,
+    pub setup_api: SetupApiConfig,
     pub secrets: SecretsConfig,
     pub streams: StreamsConfig,
     #[serde(default)]
@@ -86,6 +90,72 @@ pub struct NormalizerConfig {
     pub ack_wait_s: u64,
     pub retry_delay_ms: u64,
     pub publish_ack_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwarderConfig {
+    pub listen: SocketAddr,
+    pub target_url: Option<String>,
+    pub signing_secret: Option<Secret>,
+    pub max_in_flight: usize,
+    pub min_in_flight: usize,
+    pub request_timeout_ms: u64,
+    pub retry_schedule_s: Vec<u64>,
+    pub retry_jitter: f64,
+    pub max_age_s: u64,
+    pub ack_wait_s: u64,
+    pub batch_size: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    pub listen: SocketAddr,
+    pub signing_secret: Option<Secret>,
+    pub print: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// Holds a password: a `Secret`.
+    pub url: Option<Secret>,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetupApiConfig {
+    pub listen: SocketAddr,
+    /// Bearer tokens; in the environment, comma separated.
+    #[serde(deserialize_with = "secrets_list")]
+    pub tokens: Vec<Secret>,
+    pub telegram_api_url: String,
+    pub graph_api_url: String,
+    pub twilio_api_url: String,
+}
+
+/// A list of secrets, from a list or from one comma-separated string.
+fn secrets_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Secret>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        Many(Vec<String>),
+        One(String),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::Many(v) => v,
+        OneOrMany::One(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect(),
+    }
+    .into_iter()
+    .map(Secret::new)
+    .collect())
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -318,6 +388,67 @@ impl Config {
                 "must be 1 to 5",
             ));
         }
+        if let Some(url) = &self.forwarder.target_url {
+            validate_http_url(url).map_err(|m| ConfigError::new("forwarder.target_url", m))?;
+        }
+        if self.forwarder.min_in_flight > self.forwarder.max_in_flight {
+            return Err(ConfigError::new(
+                "forwarder.min_in_flight",
+                "must not exceed forwarder.max_in_flight",
+            ));
+        }
+        if self.forwarder.retry_schedule_s.is_empty()
+            || self.forwarder.retry_schedule_s.contains(&0)
+        {
+            return Err(ConfigError::new(
+                "forwarder.retry_schedule_s",
+                "must list at least one delay, each greater than 0",
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.forwarder.retry_jitter) {
+            return Err(ConfigError::new(
+                "forwarder.retry_jitter",
+                "must be between 0 and 1",
+            ));
+        }
+        for (key, secret) in [
+            ("forwarder.signing_secret", &self.forwarder.signing_secret),
+            ("sink.signing_secret", &self.sink.signing_secret),
+        ] {
+            if let Some(secret) = secret {
+                if !secret.expose().starts_with("whsec_") {
+                    return Err(ConfigError::new(
+                        key,
+                        "must be a Standard Webhooks secret: whsec_ followed by base64",
+                    ));
+                }
+                crate::standard_webhooks::key_bytes(secret)
+                    .map_err(|e| ConfigError::new(key, e.to_string()))?;
+            }
+        }
+        if let Some(url) = &self.database.url {
+            let ok = url::Url::parse(url.expose())
+                .is_ok_and(|u| matches!(u.scheme(), "postgres" | "postgresql"));
+            if !ok {
+                return Err(ConfigError::new("database.url", "not a postgres:// URL"));
+            }
+        }
+        for (key, url) in [
+            (
+                "setup_api.telegram_api_url",
+                &self.setup_api.telegram_api_url,
+            ),
+            ("setup_api.graph_api_url", &self.setup_api.graph_api_url),
+            ("setup_api.twilio_api_url", &self.setup_api.twilio_api_url),
+        ] {
+            validate_http_url(url).map_err(|m| ConfigError::new(key, m))?;
+        }
+        if self.setup_api.tokens.iter().any(|t| t.expose().len() < 16) {
+            return Err(ConfigError::new(
+                "setup_api.tokens",
+                "each token must be at least 16 characters",
+            ));
+        }
         if let Some(key) = &self.secrets.key {
             SecretsKey::from_base64(key)
                 .map_err(|e| ConfigError::new("secrets.key", e.to_string()))?;
@@ -446,6 +577,34 @@ impl figment::Provider for PrefixedEnv {
 /// The seed services' variable names, as dotted keys.
 fn seed_variables(vars: &[(String, String)]) -> Result<Vec<(String, String)>, ConfigError> {
     let mut out = Vec::new();
+    let get = |name: &str| {
+        vars.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    if let Some(url) = get("MESSAGING_SERVICE_URL") {
+        out.push(("forwarder.target_url".to_string(), url.to_string()));
+    }
+    if let Some(url) = get("NATS_URL") {
+        out.push(("nats.url".to_string(), url.to_string()));
+    }
+    if let Some(url) = get("DATABASE_URL") {
+        out.push(("database.url".to_string(), url.to_string()));
+    } else if let Some(host) = get("DB_HOST") {
+        let user = get("DB_USER").unwrap_or("postgres");
+        let password = get("DB_PASSWORD")
+            .map(|p| format!(":{}", utf8_percent(p)))
+            .unwrap_or_default();
+        let port = get("DB_PORT").unwrap_or("5432");
+        let name = get("DB_NAME").unwrap_or("hookline");
+        out.push((
+            "database.url".to_string(),
+            format!(
+                "postgres://{}{password}@{host}:{port}/{name}",
+                utf8_percent(user)
+            ),
+        ));
+    }
     for (k, v) in vars {
         if k == "PORT" {
             let port: u16 = v.parse().map_err(|_| {
@@ -455,6 +614,18 @@ fn seed_variables(vars: &[(String, String)]) -> Result<Vec<(String, String)>, Co
         }
     }
     Ok(out)
+}
+
+/// Percent-encodes what a URL's user-info may not hold.
+fn utf8_percent(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// `HOOKLINE_SECRETS__KEY_FILE=/run/secrets/key` → `secrets.key` = the file's contents.
@@ -602,6 +773,55 @@ mod tests {
         assert_eq!(c.ingest.listen.to_string(), "127.0.0.1:1");
         let e = load(None, &[("PORT", "eighty")]).expect_err("refused");
         assert_eq!(e.key, "ingest.listen");
+    }
+
+    #[test]
+    fn seed_service_names_are_mapped() {
+        let c = load(
+            None,
+            &[
+                ("MESSAGING_SERVICE_URL", "https://msg.example.com/in"),
+                ("DB_HOST", "db"),
+                ("DB_USER", "app"),
+                ("DB_PASSWORD", "p@ss:w/rd"),
+                ("DB_NAME", "hooks"),
+            ],
+        )
+        .expect("loads");
+        assert_eq!(
+            c.forwarder.target_url.as_deref(),
+            Some("https://msg.example.com/in")
+        );
+        assert_eq!(
+            c.database.url.as_ref().map(Secret::expose),
+            Some("postgres://app:p%40ss%3Aw%2Frd@db:5432/hooks")
+        );
+    }
+
+    #[test]
+    fn tokens_are_comma_separated_in_the_environment() {
+        let c = load(
+            None,
+            &[(
+                "HOOKLINE_SETUP_API__TOKENS",
+                "aaaaaaaaaaaaaaaa, bbbbbbbbbbbbbbbb",
+            )],
+        )
+        .expect("loads");
+        assert_eq!(
+            c.setup_api
+                .tokens
+                .iter()
+                .map(Secret::expose)
+                .collect::<Vec<_>>(),
+            ["aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb"]
+        );
+        assert_eq!(
+            load(None, &[("HOOKLINE_SETUP_API__TOKENS", "short")])
+                .expect_err("short")
+                .key,
+            "setup_api.tokens"
+        );
     }
 
     #[test]
