@@ -30,13 +30,31 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Everything in one process for a laptop: starts a private nats-server under data_dir when
-    /// nats.url is not set, and a demo channel when none is declared.
+    /// Everything in one process for a laptop: ingest, normalizer and forwarder; starts a private
+    /// nats-server under data_dir when nats.url is not set, a demo channel when none is declared,
+    /// and delivers to a built-in sink that prints each event when forwarder.target_url is not set.
     Up,
     /// The ingest role: verifies webhooks and stores them in HOOKLINE_RAW (needs nats.url, secrets.key).
     Ingest,
     /// The normalizer role: raw webhooks from HOOKLINE_RAW to events in HOOKLINE_EVENTS (needs nats.url).
     Normalizer,
+    /// The forwarder role: events from HOOKLINE_EVENTS to forwarder.target_url, signed, with durable retries.
+    Forwarder,
+    /// A receiver that verifies forwarded signatures and counts or prints events (see sink.* keys).
+    Sink {
+        /// Print each event received as a JSON line.
+        #[arg(long)]
+        print: bool,
+        /// Answer this status instead of 200, to exercise retries.
+        #[arg(long, value_name = "STATUS")]
+        fail_status: Option<u16>,
+        /// The share of deliveries that fail (default 1).
+        #[arg(long, value_name = "RATIO", requires = "fail_status")]
+        fail_ratio: Option<f64>,
+        /// Fail only for this many seconds from the start.
+        #[arg(long, value_name = "SECONDS", requires = "fail_status")]
+        fail_for_s: Option<f64>,
+    },
     /// Prints the events of one raw payload as JSON lines (exit 2 when it cannot be parsed).
     Normalize {
         /// The payload's source: whatsapp, messenger, instagram, telegram, twilio, dialog360,
@@ -97,6 +115,24 @@ fn main() -> ExitCode {
             Command::Up => cmd::up::run(config).await,
             Command::Ingest => cmd::ingest::run(config).await,
             Command::Normalizer => cmd::normalizer::run(config).await,
+            Command::Forwarder => cmd::forwarder::run(config).await,
+            Command::Sink {
+                print,
+                fail_status,
+                fail_ratio,
+                fail_for_s,
+            } => {
+                cmd::sink::run(
+                    config,
+                    cmd::sink::SinkArgs {
+                        print,
+                        fail_status,
+                        fail_ratio,
+                        fail_for_s,
+                    },
+                )
+                .await
+            }
             Command::Normalize { .. } | Command::CheckConfig => Ok(()),
         }
     });

@@ -301,7 +301,11 @@ async fn serve_channel(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let query = query.map(str::to_string);
-    let traceparent = telemetry::traceparent(span);
+    let incoming = parts
+        .headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok());
+    let traceparent = telemetry::traceparent(span, incoming);
     let task = tokio::spawn(
         async move {
             publisher

@@ -255,7 +255,15 @@ impl Worker {
             context: &context,
         };
         match normalize(&input) {
-            Ok(events) => self.store(&events, tenant, channel, span).await,
+            Ok(events) => {
+                self.store(
+                    &events,
+                    tenant,
+                    channel,
+                    &telemetry::traceparent(span, text(headers, header::TRACEPARENT)),
+                )
+                .await
+            }
             Err(e) => {
                 self.dead_letter(
                     message,
@@ -276,9 +284,8 @@ impl Worker {
         events: &[NormalizedEvent],
         tenant: &str,
         channel: &str,
-        span: &tracing::Span,
+        traceparent: &str,
     ) -> Outcome {
-        let traceparent = telemetry::traceparent(span);
         let timeout = Duration::from_millis(self.config.publish_ack_timeout_ms);
         let mut acks = Vec::with_capacity(events.len());
         for event in events {
@@ -294,7 +301,7 @@ impl Worker {
             headers.insert(header::SOURCE, event.source.as_str());
             headers.insert(header::TENANT, tenant);
             headers.insert(header::CHANNEL, channel);
-            headers.insert(header::TRACEPARENT, traceparent.as_str());
+            headers.insert(header::TRACEPARENT, traceparent);
             let subject = names::event_subject(tenant, &event.platform, event.kind.as_str());
             match tokio::time::timeout(
                 timeout,
@@ -353,6 +360,7 @@ impl Worker {
             who,
             body: message.payload.clone(),
             original_headers: message.headers.as_ref(),
+            last_status: None,
         };
         match dlq::publish(
             &self.js,

@@ -31,6 +31,8 @@ pub struct DeadLetter<'a> {
     pub who: &'a str,
     pub body: Bytes,
     pub original_headers: Option<&'a HeaderMap>,
+    /// The forward stage's last answer.
+    pub last_status: Option<&'a str>,
 }
 
 fn one_line(detail: &str) -> String {
@@ -78,6 +80,9 @@ pub async fn publish(
     headers.insert(header::DLQ_ATTEMPTS, letter.attempts.to_string().as_str());
     headers.insert(header::DLQ_SUBJECT, letter.subject);
     headers.insert(header::DLQ_SEQ, letter.seq.to_string().as_str());
+    if let Some(status) = letter.last_status {
+        headers.insert(header::DLQ_LAST_STATUS, status);
+    }
     let subject = names::dlq_subject(letter.stage, letter.who);
     let publish = async {
         js.publish_with_headers(subject, headers, letter.body)

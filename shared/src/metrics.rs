@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
@@ -56,6 +57,16 @@ pub struct Metrics {
     pub normalized_events: Family<EventLabels, Counter>,
     pub dlq_messages: Family<DlqLabels, Counter>,
     pub raw_messages: Family<OutcomeLabels, Counter>,
+    pub deliveries: Family<OutcomeLabels, Counter>,
+    pub delivery_attempts: Histogram,
+    pub delivery_duration: Histogram,
+    pub forwarder_in_flight_limit: Gauge,
+    pub consumer_pending: Family<ConsumerLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConsumerLabels {
+    pub consumer: &'static str,
 }
 
 impl Metrics {
@@ -109,6 +120,37 @@ impl Metrics {
             "Raw messages handled by the normalizer, by outcome (normalized, dead_lettered, retried)",
             raw_messages.clone(),
         );
+        let deliveries = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "deliveries",
+            "Delivery attempts to the messaging service, by outcome (delivered, retried, dead_lettered)",
+            deliveries.clone(),
+        );
+        let delivery_attempts =
+            Histogram::new([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 16.0].into_iter());
+        registry.register(
+            "delivery_attempts",
+            "The attempt number of each delivery that ended (delivered or dead-lettered)",
+            delivery_attempts.clone(),
+        );
+        let delivery_duration = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        registry.register(
+            "delivery_duration_seconds",
+            "Time of one POST to the messaging service",
+            delivery_duration.clone(),
+        );
+        let forwarder_in_flight_limit = Gauge::default();
+        registry.register(
+            "forwarder_in_flight_limit",
+            "Deliveries allowed in flight now (halves while the target fails, grows back on success)",
+            forwarder_in_flight_limit.clone(),
+        );
+        let consumer_pending = Family::<ConsumerLabels, Gauge>::default();
+        registry.register(
+            "consumer_pending_messages",
+            "Messages not yet delivered to a durable consumer (its lag), by consumer",
+            consumer_pending.clone(),
+        );
         Arc::new(Metrics {
             registry,
             ingest_requests,
@@ -119,6 +161,11 @@ impl Metrics {
             normalized_events,
             dlq_messages,
             raw_messages,
+            deliveries,
+            delivery_attempts,
+            delivery_duration,
+            forwarder_in_flight_limit,
+            consumer_pending,
         })
     }
 

@@ -34,6 +34,9 @@ pub fn dlq_subject(stage: &str, who: &str) -> String {
 /// The durable pull consumer every normalizer process shares.
 pub const NORMALIZER_CONSUMER: &str = "normalizer";
 
+/// The durable pull consumer every forwarder process shares.
+pub const FORWARDER_CONSUMER: &str = "forwarder";
+
 /// Headers carried by raw messages (and, for the `Dlq` ones, by dead letters).
 pub mod header {
     pub const SOURCE: &str = "Hookline-Source";
@@ -52,6 +55,8 @@ pub mod header {
     pub const DLQ_SEQ: &str = "Hookline-Dlq-Seq";
     /// A one-line, human-readable detail of the reason (at most 512 bytes).
     pub const DLQ_DETAIL: &str = "Hookline-Dlq-Detail";
+    /// The forward stage's last answer: an HTTP status, or `timeout` / `connect_error`.
+    pub const DLQ_LAST_STATUS: &str = "Hookline-Dlq-Last-Status";
 }
 
 /// Whether `s` can be one token of a NATS subject and a KV key: channel and tenant ids.

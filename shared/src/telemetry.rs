@@ -104,9 +104,10 @@ pub fn set_parent(span: &tracing::Span, traceparent: Option<&str>) {
     }
 }
 
-/// The W3C `traceparent` of `span`; fresh random ids when no OpenTelemetry layer is installed
-/// (tests, tools), so every raw message carries one.
-pub fn traceparent(span: &tracing::Span) -> String {
+/// The W3C `traceparent` of `span`, so every raw message carries one. When no OpenTelemetry
+/// layer is installed (tests, tools), it continues `incoming`'s trace with a new span id, or
+/// starts a trace with fresh random ids.
+pub fn traceparent(span: &tracing::Span, incoming: Option<&str>) -> String {
     let cx = span.context();
     let sc = cx.span().span_context().clone();
     if sc.is_valid() {
@@ -125,6 +126,16 @@ pub fn traceparent(span: &tracing::Span) -> String {
         ids[0] = 1;
         ids[23] = 1;
     }
+    let parent = incoming.map(|tp| TraceContextPropagator::new().extract(&OneHeader(Some(tp))));
+    if let Some(parent) = parent.filter(|p| p.span().span_context().is_valid()) {
+        let psc = parent.span().span_context().clone();
+        return format!(
+            "00-{}-{}-{:02x}",
+            psc.trace_id(),
+            hex::encode(&ids[16..]),
+            psc.trace_flags().to_u8()
+        );
+    }
     format!(
         "00-{}-{}-01",
         hex::encode(&ids[..16]),
@@ -138,7 +149,7 @@ mod tests {
 
     #[test]
     fn a_traceparent_is_always_w3c_shaped() {
-        let tp = traceparent(&tracing::Span::none());
+        let tp = traceparent(&tracing::Span::none(), None);
         let parts: Vec<&str> = tp.split('-').collect();
         assert_eq!(parts.len(), 4, "{tp}");
         assert_eq!(
@@ -146,9 +157,23 @@ mod tests {
             ("00", 32, 16, "01")
         );
         assert_ne!(
-            traceparent(&tracing::Span::none()),
+            traceparent(&tracing::Span::none(), None),
             tp,
             "ids are random per call"
+        );
+    }
+
+    #[test]
+    fn an_incoming_trace_is_continued_with_a_new_span() {
+        let incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let tp = traceparent(&tracing::Span::none(), Some(incoming));
+        let parts: Vec<&str> = tp.split('-').collect();
+        assert_eq!(parts[1], "0af7651916cd43dd8448eb211c80319c");
+        assert_ne!(parts[2], "b7ad6b7169203331");
+        let fresh = traceparent(&tracing::Span::none(), Some("garbage"));
+        assert_ne!(
+            fresh.split('-').nth(1),
+            Some("0af7651916cd43dd8448eb211c80319c")
         );
     }
 }

@@ -1,8 +1,10 @@
 //! One file per subcommand, and the shutdown signal they share.
 
+pub mod forwarder;
 pub mod ingest;
 pub mod normalize;
 pub mod normalizer;
+pub mod sink;
 pub mod up;
 
 use tokio_util::sync::CancellationToken;

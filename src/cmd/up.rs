@@ -7,6 +7,7 @@ use anyhow::Context;
 use std::path::Path;
 use std::time::Duration;
 
+use hookline_forwarder::sink::{self, SinkState};
 use hookline_shared::channel::ChannelDecl;
 use hookline_shared::config::Config;
 use hookline_shared::crypto::generate_key_base64;
@@ -92,7 +93,29 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
 
     let listener = super::bind(config.ingest.listen, "ingest.listen").await?;
     let shutdown = super::shutdown_on_signals();
-    print_banner(&config, nats_process.is_some(), demo_token.as_ref());
+    let mut builtin_sink = false;
+    if config.forwarder.target_url.is_none() {
+        // No messaging service: deliver to a sink in this process that prints each event.
+        let secret = persisted_secret(&data_dir.join("sink-signing.secret"), || {
+            Ok(Secret::new(format!(
+                "whsec_{}",
+                generate_key_base64()?.expose()
+            )))
+        })?;
+        let state = SinkState::new(Some(&secret), true).context("sink signing secret")?;
+        let sink_listener = super::bind(config.sink.listen, "sink.listen").await?;
+        let addr = sink_listener.local_addr()?;
+        tokio::spawn(sink::serve(sink_listener, state, shutdown.clone()));
+        config.forwarder.target_url = Some(format!("http://{addr}/events"));
+        config.forwarder.signing_secret = Some(secret);
+        builtin_sink = true;
+    }
+    print_banner(
+        &config,
+        nats_process.is_some(),
+        demo_token.as_ref(),
+        builtin_sink,
+    );
 
     let metrics = Metrics::new();
     let result = run_roles(&config, metrics, listener, shutdown).await;
@@ -136,7 +159,12 @@ async fn run_roles(
     ingest.and(normalizer)
 }
 
-fn print_banner(config: &Config, private_nats: bool, demo_token: Option<&Secret>) {
+fn print_banner(
+    config: &Config,
+    private_nats: bool,
+    demo_token: Option<&Secret>,
+    builtin_sink: bool,
+) {
     let listen = config.ingest.listen;
     let local = format!("http://127.0.0.1:{}", listen.port());
     let nats = config
@@ -161,6 +189,17 @@ fn print_banner(config: &Config, private_nats: bool, demo_token: Option<&Secret>
     );
     println!("  metrics   {local}/metrics");
     println!("  readiness {local}/readyz");
+    let target = config
+        .forwarder
+        .target_url
+        .as_deref()
+        .map(hookline_shared::jetstream::redact_url)
+        .unwrap_or_default();
+    if builtin_sink {
+        println!("  sink      {target}  (built in: prints each delivered event below)");
+    } else {
+        println!("  target    {target}");
+    }
     if let Some(token) = demo_token {
         println!();
         println!("A demo Telegram channel '{DEMO_CHANNEL}' is declared. Send it a webhook:");
@@ -171,7 +210,9 @@ fn print_banner(config: &Config, private_nats: bool, demo_token: Option<&Secret>
         );
         println!();
         println!("It answers 200 once the webhook is stored in JetStream (stream HOOKLINE_RAW);");
-        println!("the normalizer then publishes its event to HOOKLINE_EVENTS.");
+        println!(
+            "the normalizer publishes its event to HOOKLINE_EVENTS and the forwarder delivers it."
+        );
     }
     println!(
         "Ctrl-C stops everything; the data stays in {}.",

@@ -1,0 +1,14 @@
+//! `hookline forwarder`: the forwarder role alone; run as many as needed.
+
+use anyhow::Context;
+use hookline_shared::config::Config;
+use hookline_shared::metrics::Metrics;
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    config.require_nats_url()?;
+    let ops = super::bind(config.forwarder.listen, "forwarder.listen").await?;
+    let shutdown = super::shutdown_on_signals();
+    hookline_forwarder::worker::run(&config, Metrics::new(), Some(ops), shutdown)
+        .await
+        .context("forwarder")
+}
