@@ -76,18 +76,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Normalize {
-        source,
-        content_type,
-        query,
-        file,
-    } = cli.command
-    {
+    if let Command::Normalize { source, content_type, query, file } = cli.command {
         return cmd::normalize::run(source, content_type, query, file);
     }
-    let sources = hookline_shared::config::Sources {
-        file: cli.config.clone(),
-    };
+    let sources = hookline_shared::config::Sources { file: cli.config.clone() };
     let config = match hookline_shared::config::Config::load(&sources) {
         Ok(c) => c,
         Err(e) => {
@@ -99,10 +91,7 @@ fn main() -> ExitCode {
         println!("configuration is valid");
         return ExitCode::SUCCESS;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("hookline: cannot start the async runtime: {e}");
@@ -116,22 +105,8 @@ fn main() -> ExitCode {
             Command::Ingest => cmd::ingest::run(config).await,
             Command::Normalizer => cmd::normalizer::run(config).await,
             Command::Forwarder => cmd::forwarder::run(config).await,
-            Command::Sink {
-                print,
-                fail_status,
-                fail_ratio,
-                fail_for_s,
-            } => {
-                cmd::sink::run(
-                    config,
-                    cmd::sink::SinkArgs {
-                        print,
-                        fail_status,
-                        fail_ratio,
-                        fail_for_s,
-                    },
-                )
-                .await
+            Command::Sink { print, fail_status, fail_ratio, fail_for_s } => {
+                cmd::sink::run(config, cmd::sink::SinkArgs { print, fail_status, fail_ratio, fail_for_s }).await
             }
             Command::Normalize { .. } | Command::CheckConfig => Ok(()),
         }

@@ -24,52 +24,22 @@ fn hookline() -> Command {
 #[test]
 fn a_malformed_key_stops_the_process_naming_the_key() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = hookline()
-        .current_dir(dir.path())
-        .env("HOOKLINE_INGEST__MAX_BODY_BYTES", "lots")
-        .arg("ingest")
-        .output()
-        .expect("runs");
+    let out = hookline().current_dir(dir.path()).env("HOOKLINE_INGEST__MAX_BODY_BYTES", "lots").arg("ingest").output().expect("runs");
     assert_eq!(out.status.code(), Some(78));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("ingest.max_body_bytes (HOOKLINE_INGEST__MAX_BODY_BYTES)"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("ingest.max_body_bytes (HOOKLINE_INGEST__MAX_BODY_BYTES)"), "{stderr}");
 
-    let out = hookline()
-        .current_dir(dir.path())
-        .arg("ingest")
-        .output()
-        .expect("runs");
+    let out = hookline().current_dir(dir.path()).arg("ingest").output().expect("runs");
     assert_eq!(out.status.code(), Some(78));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("nats.url (HOOKLINE_NATS__URL): required")
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nats.url (HOOKLINE_NATS__URL): required"));
 
-    std::fs::write(
-        dir.path().join("hookline.toml"),
-        "[ingest]\nlisten = \"nowhere\"\n",
-    )
-    .expect("write");
-    let out = hookline()
-        .current_dir(dir.path())
-        .arg("check-config")
-        .output()
-        .expect("runs");
+    std::fs::write(dir.path().join("hookline.toml"), "[ingest]\nlisten = \"nowhere\"\n").expect("write");
+    let out = hookline().current_dir(dir.path()).arg("check-config").output().expect("runs");
     assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("ingest.listen"));
     std::fs::remove_file(dir.path().join("hookline.toml")).expect("rm");
-    let out = hookline()
-        .current_dir(dir.path())
-        .arg("check-config")
-        .output()
-        .expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = hookline().current_dir(dir.path()).arg("check-config").output().expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 struct Up {
@@ -104,11 +74,7 @@ fn start_up(data_dir: &std::path::Path, port: u16) -> Up {
             break;
         }
     }
-    Up {
-        child,
-        nats_url: nats_url.expect("banner names NATS"),
-        token: token.expect("banner has the sample command"),
-    }
+    Up { child, nats_url: nats_url.expect("banner names NATS"), token: token.expect("banner has the sample command") }
 }
 
 fn interrupt_and_wait(up: &mut Up) -> std::process::ExitStatus {
@@ -121,10 +87,7 @@ fn interrupt_and_wait(up: &mut Up) -> std::process::ExitStatus {
         if let Ok(Some(status)) = up.child.try_wait() {
             return status;
         }
-        assert!(
-            Instant::now() < deadline,
-            "hookline up did not stop after SIGINT"
-        );
+        assert!(Instant::now() < deadline, "hookline up did not stop after SIGINT");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -146,14 +109,7 @@ async fn up_starts_accepts_a_signed_webhook_stops_cleanly_and_keeps_its_data() {
     wait_for("up ready", Duration::from_secs(30), || {
         let http = http.clone();
         let url = format!("{base}/readyz");
-        async move {
-            http.get(&url)
-                .send()
-                .await
-                .ok()
-                .filter(|r| r.status() == 200)
-                .map(|_| ())
-        }
+        async move { http.get(&url).send().await.ok().filter(|r| r.status() == 200).map(|_| ()) }
     })
     .await;
     let sample = r#"{"update_id":1,"message":{"message_id":1,"date":1700000000,"chat":{"id":42,"type":"private"},"text":"hello"}}"#;
@@ -170,16 +126,8 @@ async fn up_starts_accepts_a_signed_webhook_stops_cleanly_and_keeps_its_data() {
 
     let status = interrupt_and_wait(&mut up);
     assert!(status.success(), "exit status {status}");
-    let nats_port: u16 = up
-        .nats_url
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("port");
-    assert!(
-        std::net::TcpStream::connect(("127.0.0.1", nats_port)).is_err(),
-        "the private nats-server still runs"
-    );
+    let nats_port: u16 = up.nats_url.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", nats_port)).is_err(), "the private nats-server still runs");
 
     // A second `up` finds its data: the same demo token and the stored webhook.
     let mut again = start_up(data.path(), port);

@@ -35,12 +35,7 @@ async fn publish_raw(js: &jetstream::Context, source: Source, body: Vec<u8>) -> 
     headers.insert(header::TENANT, TENANT);
     headers.insert(header::RECEIVED_AT, "2026-01-01T00:00:00Z");
     headers.insert(header::CONTENT_TYPE, "application/json");
-    js.publish_with_headers(names::raw_subject(source, CHANNEL), headers, body.into())
-        .await
-        .expect("publish")
-        .await
-        .expect("ack")
-        .sequence
+    js.publish_with_headers(names::raw_subject(source, CHANNEL), headers, body.into()).await.expect("publish").await.expect("ack").sequence
 }
 
 fn expected_events(source: Source, body: &[u8], seq: u64) -> Vec<NormalizedEvent> {
@@ -49,19 +44,9 @@ fn expected_events(source: Source, body: &[u8], seq: u64) -> Vec<NormalizedEvent
         channel_id: CHANNEL.into(),
         platform: String::new(),
         received_at: "2026-01-01T00:00:00Z".into(),
-        raw: Some(RawRef {
-            subject: names::raw_subject(source, CHANNEL),
-            seq,
-        }),
+        raw: Some(RawRef { subject: names::raw_subject(source, CHANNEL), seq }),
     };
-    normalize(&RawInput {
-        source,
-        body,
-        content_type: Some("application/json"),
-        query: None,
-        context: &ctx,
-    })
-    .expect("test payloads parse")
+    normalize(&RawInput { source, body, content_type: Some("application/json"), query: None, context: &ctx }).expect("test payloads parse")
 }
 
 async fn stream_messages(js: &jetstream::Context, stream: &str) -> u64 {
@@ -72,10 +57,7 @@ async fn stream_messages(js: &jetstream::Context, stream: &str) -> u64 {
 /// Every event in HOOKLINE_EVENTS, in order.
 async fn all_events(js: &jetstream::Context, count: u64) -> Vec<NormalizedEvent> {
     let stream = js.get_stream(names::EVENTS_STREAM).await.expect("stream");
-    let consumer = stream
-        .create_consumer(pull::OrderedConfig::default())
-        .await
-        .expect("ordered consumer");
+    let consumer = stream.create_consumer(pull::OrderedConfig::default()).await.expect("ordered consumer");
     let mut messages = consumer.messages().await.expect("messages");
     let mut out = Vec::new();
     while (out.len() as u64) < count {
@@ -105,9 +87,7 @@ fn spawn_normalizer(nats_url: &str) -> Child {
 async fn setup(nats: &TestNats) -> (Config, jetstream::Context) {
     let config = harness::config(&nats.url(), &[]);
     let js = nats.jetstream().await;
-    hookline_shared::jetstream::ensure_streams(&js, &config.streams)
-        .await
-        .expect("streams");
+    hookline_shared::jetstream::ensure_streams(&js, &config.streams).await.expect("streams");
     (config, js)
 }
 
@@ -142,17 +122,12 @@ async fn ten_thousand_messages_through_two_processes_one_killed_give_every_event
         (stream_messages(js_ref, names::EVENTS_STREAM).await >= N).then_some(())
     })
     .await;
-    let consumer_state = wait_for(
-        "the consumer drained",
-        Duration::from_secs(30),
-        || async move {
-            let stream = js_ref.get_stream(names::RAW_STREAM).await.ok()?;
-            let mut consumer: jetstream::consumer::PullConsumer =
-                stream.get_consumer(names::NORMALIZER_CONSUMER).await.ok()?;
-            let info = consumer.info().await.ok()?.clone();
-            (info.num_pending == 0 && info.num_ack_pending == 0).then_some(info)
-        },
-    )
+    let consumer_state = wait_for("the consumer drained", Duration::from_secs(30), || async move {
+        let stream = js_ref.get_stream(names::RAW_STREAM).await.ok()?;
+        let mut consumer: jetstream::consumer::PullConsumer = stream.get_consumer(names::NORMALIZER_CONSUMER).await.ok()?;
+        let info = consumer.info().await.ok()?.clone();
+        (info.num_pending == 0 && info.num_ack_pending == 0).then_some(info)
+    })
     .await;
     assert!(consumer_state.delivered.stream_sequence >= N);
 
@@ -164,10 +139,7 @@ async fn ten_thousand_messages_through_two_processes_one_killed_give_every_event
     assert_eq!(unique, expected, "exactly the expected events");
     assert_eq!(stream_messages(&js, names::DLQ_STREAM).await, 0);
     for event in events.iter().take(3) {
-        assert_eq!(
-            (event.tenant_id.as_str(), event.channel_id.as_str()),
-            (TENANT, CHANNEL)
-        );
+        assert_eq!((event.tenant_id.as_str(), event.channel_id.as_str()), (TENANT, CHANNEL));
         assert!(event.raw.is_some());
     }
     for child in [&mut second, &mut restarted] {
@@ -188,67 +160,38 @@ async fn an_unparseable_payload_lands_in_the_dlq_with_its_reason_and_is_acked() 
     let metrics = Metrics::new();
     let worker = {
         let (config, shutdown, metrics) = (config.clone(), shutdown.clone(), metrics.clone());
-        tokio::spawn(async move {
-            hookline_normalizer::worker::run(&config, metrics, None, shutdown).await
-        })
+        tokio::spawn(async move { hookline_normalizer::worker::run(&config, metrics, None, shutdown).await })
     };
     let js_ref = &js;
-    wait_for(
-        "the dead letter and the event",
-        Duration::from_secs(20),
-        || async move {
-            (stream_messages(js_ref, names::DLQ_STREAM).await == 1
-                && stream_messages(js_ref, names::EVENTS_STREAM).await == 1)
-                .then_some(())
-        },
-    )
+    wait_for("the dead letter and the event", Duration::from_secs(20), || async move {
+        (stream_messages(js_ref, names::DLQ_STREAM).await == 1 && stream_messages(js_ref, names::EVENTS_STREAM).await == 1).then_some(())
+    })
     .await;
     let dlq = js.get_stream(names::DLQ_STREAM).await.expect("dlq");
-    let letter = dlq
-        .get_last_raw_message_by_subject("hookline.dlq.normalize.telegram")
-        .await
-        .expect("dead letter");
+    let letter = dlq.get_last_raw_message_by_subject("hookline.dlq.normalize.telegram").await.expect("dead letter");
     let h = |name: &str| letter.headers.get(name).map(|v| v.as_str().to_string());
     assert_eq!(letter.payload.as_ref(), b"{not json");
     assert_eq!(h(header::DLQ_STAGE).as_deref(), Some("normalize"));
     assert_eq!(h(header::DLQ_REASON).as_deref(), Some("invalid_json"));
     assert_eq!(h(header::DLQ_SEQ), Some(bad_seq.to_string()));
-    assert_eq!(
-        h(header::DLQ_SUBJECT),
-        Some(names::raw_subject(Source::Telegram, CHANNEL))
-    );
+    assert_eq!(h(header::DLQ_SUBJECT), Some(names::raw_subject(Source::Telegram, CHANNEL)));
     assert_eq!(h(header::DLQ_ATTEMPTS).as_deref(), Some("1"));
     assert!(h(header::DLQ_DETAIL).is_some_and(|d| !d.is_empty()));
-    assert_eq!(
-        h(header::CHANNEL).as_deref(),
-        Some(CHANNEL),
-        "the original headers travel with it"
-    );
+    assert_eq!(h(header::CHANNEL).as_deref(), Some(CHANNEL), "the original headers travel with it");
 
     let events = all_events(&js, 1).await;
-    assert_eq!(
-        events,
-        expected_events(Source::Telegram, &good_body, good_seq)
-    );
+    assert_eq!(events, expected_events(Source::Telegram, &good_body, good_seq));
 
-    let consumer_state = wait_for(
-        "both raw messages acked",
-        Duration::from_secs(10),
-        || async move {
-            let stream = js_ref.get_stream(names::RAW_STREAM).await.ok()?;
-            let mut consumer: jetstream::consumer::PullConsumer =
-                stream.get_consumer(names::NORMALIZER_CONSUMER).await.ok()?;
-            let info = consumer.info().await.ok()?.clone();
-            (info.num_ack_pending == 0 && info.num_pending == 0).then_some(info)
-        },
-    )
+    let consumer_state = wait_for("both raw messages acked", Duration::from_secs(10), || async move {
+        let stream = js_ref.get_stream(names::RAW_STREAM).await.ok()?;
+        let mut consumer: jetstream::consumer::PullConsumer = stream.get_consumer(names::NORMALIZER_CONSUMER).await.ok()?;
+        let info = consumer.info().await.ok()?.clone();
+        (info.num_ack_pending == 0 && info.num_pending == 0).then_some(info)
+    })
     .await;
     assert_eq!(consumer_state.ack_floor.stream_sequence, good_seq);
     let text = metrics.encode();
-    assert!(
-        text.contains(r#"hookline_dlq_messages_total{stage="normalize",reason="invalid_json"} 1"#),
-        "{text}"
-    );
+    assert!(text.contains(r#"hookline_dlq_messages_total{stage="normalize",reason="invalid_json"} 1"#), "{text}");
     shutdown.cancel();
     worker.await.expect("joined").expect("worker ran");
 }
@@ -257,45 +200,29 @@ async fn an_unparseable_payload_lands_in_the_dlq_with_its_reason_and_is_acked() 
 async fn nats_trouble_while_storing_events_is_retried_never_dead_lettered() {
     let nats = TestNats::start();
     // An events stream too small to take any event: publishes fail until the limit is raised.
-    let config = harness::config(
-        &nats.url(),
-        &[
-            ("HOOKLINE_STREAMS__EVENTS__MAX_BYTES", "16"),
-            ("HOOKLINE_NORMALIZER__RETRY_DELAY_MS", "200"),
-        ],
-    );
+    let config =
+        harness::config(&nats.url(), &[("HOOKLINE_STREAMS__EVENTS__MAX_BYTES", "16"), ("HOOKLINE_NORMALIZER__RETRY_DELAY_MS", "200")]);
     let js = nats.jetstream().await;
-    hookline_shared::jetstream::ensure_streams(&js, &config.streams)
-        .await
-        .expect("streams");
+    hookline_shared::jetstream::ensure_streams(&js, &config.streams).await.expect("streams");
     publish_raw(&js, Source::Telegram, telegram_update(5)).await;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let metrics = Metrics::new();
     let worker = {
         let (config, shutdown, metrics) = (config.clone(), shutdown.clone(), metrics.clone());
-        tokio::spawn(async move {
-            hookline_normalizer::worker::run(&config, metrics, None, shutdown).await
-        })
+        tokio::spawn(async move { hookline_normalizer::worker::run(&config, metrics, None, shutdown).await })
     };
     let metrics_ref = &metrics;
     wait_for("two retries", Duration::from_secs(20), || async move {
-        metrics_ref
-            .encode()
-            .contains(r#"hookline_normalizer_raw_messages_total{outcome="retried"} 2"#)
-            .then_some(())
+        metrics_ref.encode().contains(r#"hookline_normalizer_raw_messages_total{outcome="retried"} 2"#).then_some(())
     })
     .await;
     assert_eq!(stream_messages(&js, names::DLQ_STREAM).await, 0);
     let roomy = harness::config(&nats.url(), &[]);
-    hookline_shared::jetstream::ensure_streams(&js, &roomy.streams)
-        .await
-        .expect("raise the limit");
+    hookline_shared::jetstream::ensure_streams(&js, &roomy.streams).await.expect("raise the limit");
     let js_ref = &js;
-    wait_for(
-        "the event after the limit is raised",
-        Duration::from_secs(20),
-        || async move { (stream_messages(js_ref, names::EVENTS_STREAM).await == 1).then_some(()) },
-    )
+    wait_for("the event after the limit is raised", Duration::from_secs(20), || async move {
+        (stream_messages(js_ref, names::EVENTS_STREAM).await == 1).then_some(())
+    })
     .await;
     assert_eq!(stream_messages(&js, names::DLQ_STREAM).await, 0);
     shutdown.cancel();

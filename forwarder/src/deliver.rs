@@ -23,15 +23,8 @@ pub enum DelivererError {
 }
 
 impl Deliverer {
-    pub fn new(
-        target: &str,
-        signing_secret: Option<&Secret>,
-        timeout: Duration,
-        pool_size: usize,
-    ) -> Result<Self, DelivererError> {
-        let key = signing_secret
-            .map(standard_webhooks::key_bytes)
-            .transpose()?;
+    pub fn new(target: &str, signing_secret: Option<&Secret>, timeout: Duration, pool_size: usize) -> Result<Self, DelivererError> {
+        let key = signing_secret.map(standard_webhooks::key_bytes).transpose()?;
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
@@ -41,11 +34,7 @@ impl Deliverer {
             .user_agent(concat!("hookline/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| DelivererError::Client(e.to_string()))?;
-        Ok(Deliverer {
-            client,
-            target: target.to_string(),
-            key,
-        })
+        Ok(Deliverer { client, target: target.to_string(), key })
     }
 
     pub fn target(&self) -> &str {
@@ -53,12 +42,7 @@ impl Deliverer {
     }
 
     /// POSTs `body` (the event's JSON) and classifies the answer.
-    pub async fn deliver(
-        &self,
-        event_id: &str,
-        body: Bytes,
-        traceparent: &str,
-    ) -> (DeliveryOutcome, Duration) {
+    pub async fn deliver(&self, event_id: &str, body: Bytes, traceparent: &str) -> (DeliveryOutcome, Duration) {
         let started = Instant::now();
         let timestamp = time::OffsetDateTime::now_utc().unix_timestamp();
         let mut request = self
@@ -69,20 +53,12 @@ impl Deliverer {
             .header(standard_webhooks::TIMESTAMP_HEADER, timestamp.to_string())
             .header("traceparent", traceparent);
         if let Some(key) = &self.key {
-            request = request.header(
-                standard_webhooks::SIGNATURE_HEADER,
-                standard_webhooks::sign(key, event_id, timestamp, &body),
-            );
+            request = request.header(standard_webhooks::SIGNATURE_HEADER, standard_webhooks::sign(key, event_id, timestamp, &body));
         }
         let outcome = match request.body(body).send().await {
             Ok(response) => {
                 let status = response.status().as_u16();
-                let retry_after = parse_retry_after(
-                    response
-                        .headers()
-                        .get("retry-after")
-                        .and_then(|v| v.to_str().ok()),
-                );
+                let retry_after = parse_retry_after(response.headers().get("retry-after").and_then(|v| v.to_str().ok()));
                 // Read (a bounded part of) the answer so the connection goes back to the pool.
                 let mut response = response;
                 let mut read = 0usize;
@@ -94,21 +70,9 @@ impl Deliverer {
                 }
                 DeliveryOutcome::from_status(status, retry_after)
             }
-            Err(e) if e.is_timeout() => DeliveryOutcome::Retryable {
-                status: None,
-                reason: "timeout",
-                retry_after: None,
-            },
-            Err(e) if e.is_connect() => DeliveryOutcome::Retryable {
-                status: None,
-                reason: "connect_error",
-                retry_after: None,
-            },
-            Err(_) => DeliveryOutcome::Retryable {
-                status: None,
-                reason: "request_error",
-                retry_after: None,
-            },
+            Err(e) if e.is_timeout() => DeliveryOutcome::Retryable { status: None, reason: "timeout", retry_after: None },
+            Err(e) if e.is_connect() => DeliveryOutcome::Retryable { status: None, reason: "connect_error", retry_after: None },
+            Err(_) => DeliveryOutcome::Retryable { status: None, reason: "request_error", retry_after: None },
         };
         (outcome, started.elapsed())
     }

@@ -30,13 +30,7 @@ impl AdaptiveLimit {
     pub fn new(min: usize, max: usize) -> Arc<Self> {
         let min = min.max(1);
         let max = max.max(min);
-        Arc::new(AdaptiveLimit {
-            min,
-            max,
-            limit: AtomicUsize::new(max),
-            in_flight: AtomicUsize::new(0),
-            changed: Notify::new(),
-        })
+        Arc::new(AdaptiveLimit { min, max, limit: AtomicUsize::new(max), in_flight: AtomicUsize::new(0), changed: Notify::new() })
     }
 
     pub fn limit(&self) -> usize {
@@ -52,35 +46,21 @@ impl AdaptiveLimit {
         loop {
             let notified = self.changed.notified();
             let current = self.in_flight.load(Ordering::Acquire);
-            if current < self.limit()
-                && self
-                    .in_flight
-                    .compare_exchange(current, current + 1, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
+            if current < self.limit() && self.in_flight.compare_exchange(current, current + 1, Ordering::AcqRel, Ordering::Acquire).is_ok()
             {
-                return Slot {
-                    owner: self.clone(),
-                };
+                return Slot { owner: self.clone() };
             }
             notified.await;
         }
     }
 
     pub fn on_success(&self) {
-        let _ = self
-            .limit
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |l| {
-                Some((l + 1).min(self.max))
-            });
+        let _ = self.limit.fetch_update(Ordering::AcqRel, Ordering::Acquire, |l| Some((l + 1).min(self.max)));
         self.changed.notify_waiters();
     }
 
     pub fn on_failure(&self) {
-        let _ = self
-            .limit
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |l| {
-                Some((l / 2).max(self.min))
-            });
+        let _ = self.limit.fetch_update(Ordering::AcqRel, Ordering::Acquire, |l| Some((l / 2).max(self.min)));
     }
 }
 
@@ -113,15 +93,9 @@ mod tests {
             async move { l.acquire().await }
         });
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        assert!(
-            !waiting.is_finished(),
-            "a third slot was granted over the limit"
-        );
+        assert!(!waiting.is_finished(), "a third slot was granted over the limit");
         drop(a);
-        let _c = tokio::time::timeout(std::time::Duration::from_secs(1), waiting)
-            .await
-            .expect("granted after release")
-            .expect("joined");
+        let _c = tokio::time::timeout(std::time::Duration::from_secs(1), waiting).await.expect("granted after release").expect("joined");
         assert_eq!(l.in_flight(), 2);
     }
 }

@@ -9,11 +9,7 @@ pub enum DeliveryOutcome {
     /// Any 2xx.
     Delivered(u16),
     /// 408, 429, 5xx, a connection error or a timeout: try again later.
-    Retryable {
-        status: Option<u16>,
-        reason: &'static str,
-        retry_after: Option<Duration>,
-    },
+    Retryable { status: Option<u16>, reason: &'static str, retry_after: Option<Duration> },
     /// Any other 4xx: the target will never take it.
     Rejected(u16),
 }
@@ -22,27 +18,11 @@ impl DeliveryOutcome {
     pub fn from_status(status: u16, retry_after: Option<Duration>) -> Self {
         match status {
             200..=299 => DeliveryOutcome::Delivered(status),
-            408 => DeliveryOutcome::Retryable {
-                status: Some(status),
-                reason: "timeout_408",
-                retry_after,
-            },
-            429 => DeliveryOutcome::Retryable {
-                status: Some(status),
-                reason: "rate_limited_429",
-                retry_after,
-            },
-            500..=599 => DeliveryOutcome::Retryable {
-                status: Some(status),
-                reason: "server_error_5xx",
-                retry_after,
-            },
+            408 => DeliveryOutcome::Retryable { status: Some(status), reason: "timeout_408", retry_after },
+            429 => DeliveryOutcome::Retryable { status: Some(status), reason: "rate_limited_429", retry_after },
+            500..=599 => DeliveryOutcome::Retryable { status: Some(status), reason: "server_error_5xx", retry_after },
             // 1xx and 3xx are not success either: redirects are not followed, so retry them.
-            100..=199 | 300..=399 => DeliveryOutcome::Retryable {
-                status: Some(status),
-                reason: "unexpected_status",
-                retry_after: None,
-            },
+            100..=199 | 300..=399 => DeliveryOutcome::Retryable { status: Some(status), reason: "unexpected_status", retry_after: None },
             _ => DeliveryOutcome::Rejected(status),
         }
     }
@@ -51,14 +31,8 @@ impl DeliveryOutcome {
     pub fn last_status(&self) -> String {
         match self {
             DeliveryOutcome::Delivered(s) | DeliveryOutcome::Rejected(s) => s.to_string(),
-            DeliveryOutcome::Retryable {
-                status: Some(s), ..
-            } => s.to_string(),
-            DeliveryOutcome::Retryable {
-                status: None,
-                reason,
-                ..
-            } => reason.to_string(),
+            DeliveryOutcome::Retryable { status: Some(s), .. } => s.to_string(),
+            DeliveryOutcome::Retryable { status: None, reason, .. } => reason.to_string(),
         }
     }
 }
@@ -101,10 +75,7 @@ mod tests {
     #[test]
     fn retry_after_seconds_are_read() {
         assert_eq!(parse_retry_after(Some("2")), Some(Duration::from_secs(2)));
-        assert_eq!(
-            parse_retry_after(Some("Wed, 21 Oct 2015 07:28:00 GMT")),
-            None
-        );
+        assert_eq!(parse_retry_after(Some("Wed, 21 Oct 2015 07:28:00 GMT")), None);
         assert_eq!(parse_retry_after(None), None);
     }
 }

@@ -11,10 +11,7 @@ pub struct RetrySchedule {
 
 impl RetrySchedule {
     pub fn new(delays_s: &[u64], jitter: f64) -> Self {
-        RetrySchedule {
-            delays: delays_s.iter().map(|s| Duration::from_secs(*s)).collect(),
-            jitter: jitter.clamp(0.0, 1.0),
-        }
+        RetrySchedule { delays: delays_s.iter().map(|s| Duration::from_secs(*s)).collect(), jitter: jitter.clamp(0.0, 1.0) }
     }
 
     /// Attempts in all: the first, then one per delay.
@@ -24,12 +21,7 @@ impl RetrySchedule {
 
     /// The delay after failed attempt `attempt` (1-based), or None when attempts are exhausted.
     /// `unit` in [0, 1) picks the jitter; `retry_after` is the target's own wish.
-    pub fn delay_after(
-        &self,
-        attempt: usize,
-        unit: f64,
-        retry_after: Option<Duration>,
-    ) -> Option<Duration> {
+    pub fn delay_after(&self, attempt: usize, unit: f64, retry_after: Option<Duration>) -> Option<Duration> {
         let base = *self.delays.get(attempt.checked_sub(1)?)?;
         // Jitter spreads retries of events that failed together: base × [1 − j, 1 + j).
         let factor = 1.0 - self.jitter + 2.0 * self.jitter * unit.clamp(0.0, 1.0);
@@ -63,10 +55,7 @@ mod tests {
         assert_eq!(s.delay_after(1, 0.5, None), Some(Duration::from_secs(5)));
         assert_eq!(s.delay_after(2, 0.0, None), Some(Duration::from_secs(24)));
         let high = s.delay_after(3, 0.999_999, None).expect("third");
-        assert!(
-            high < Duration::from_secs(144) && high > Duration::from_secs(143),
-            "{high:?}"
-        );
+        assert!(high < Duration::from_secs(144) && high > Duration::from_secs(143), "{high:?}");
         assert_eq!(s.delay_after(4, 0.5, None), None, "attempts exhausted");
         assert_eq!(s.delay_after(0, 0.5, None), None);
     }
@@ -74,18 +63,9 @@ mod tests {
     #[test]
     fn retry_after_is_honoured_up_to_the_longest_delay() {
         let s = RetrySchedule::new(&[1, 10], 0.0);
-        assert_eq!(
-            s.delay_after(1, 0.5, Some(Duration::from_secs(2))),
-            Some(Duration::from_secs(2))
-        );
-        assert_eq!(
-            s.delay_after(2, 0.5, Some(Duration::from_secs(2))),
-            Some(Duration::from_secs(10))
-        );
-        assert_eq!(
-            s.delay_after(1, 0.5, Some(Duration::from_secs(3600))),
-            Some(Duration::from_secs(10))
-        );
+        assert_eq!(s.delay_after(1, 0.5, Some(Duration::from_secs(2))), Some(Duration::from_secs(2)));
+        assert_eq!(s.delay_after(2, 0.5, Some(Duration::from_secs(2))), Some(Duration::from_secs(10)));
+        assert_eq!(s.delay_after(1, 0.5, Some(Duration::from_secs(3600))), Some(Duration::from_secs(10)));
     }
 
     #[test]

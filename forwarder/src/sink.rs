@@ -6,7 +6,8 @@
 //!
 //! Control routes: `GET /_sink/stats` (JSON), `POST /_sink/fail` with
 //! `{"status": 500, "ratio": 1.0, "for_s": 30, "count": 3, "retry_after_s": 2}` (all but `status`
-//! optional; `{"status": 0}` turns failing off), `GET /healthz`. Every other POST is a delivery.
+//! optional; `{"status": 0}` turns failing off), `POST /_sink/delay` with `{"ms": 200}` (answer
+//! every delivery that much later), `GET /healthz`. Every other POST is a delivery.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -99,6 +100,7 @@ pub struct SinkState {
     started: Instant,
     counters: Mutex<Counters>,
     plan: Mutex<Option<ActivePlan>>,
+    delay_ms: std::sync::atomic::AtomicU64,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -111,19 +113,15 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 impl SinkState {
     /// `signing_secret`: verify deliveries against it (None: accept unsigned ones).
-    pub fn new(
-        signing_secret: Option<&Secret>,
-        print: bool,
-    ) -> Result<Arc<Self>, standard_webhooks::SignatureError> {
-        let key = signing_secret
-            .map(standard_webhooks::key_bytes)
-            .transpose()?;
+    pub fn new(signing_secret: Option<&Secret>, print: bool) -> Result<Arc<Self>, standard_webhooks::SignatureError> {
+        let key = signing_secret.map(standard_webhooks::key_bytes).transpose()?;
         Ok(Arc::new(SinkState {
             key,
             print,
             started: Instant::now(),
             counters: Mutex::default(),
             plan: Mutex::new(None),
+            delay_ms: Default::default(),
         }))
     }
 
@@ -133,13 +131,16 @@ impl SinkState {
 
     pub fn set_failure(&self, plan: FailurePlan) {
         let active = (plan.status != 0).then(|| ActivePlan {
-            until: plan
-                .for_s
-                .map(|s| Instant::now() + Duration::from_secs_f64(s.max(0.0))),
+            until: plan.for_s.map(|s| Instant::now() + Duration::from_secs_f64(s.max(0.0))),
             remaining: plan.count,
             plan,
         });
         *self.plan.lock().unwrap_or_else(|p| p.into_inner()) = active;
+    }
+
+    /// Answer every delivery `delay` later (a slow target).
+    pub fn set_delay(&self, delay: Duration) {
+        self.delay_ms.store(delay.as_millis() as u64, std::sync::atomic::Ordering::Release);
     }
 
     pub fn stats(&self) -> SinkStats {
@@ -152,11 +153,7 @@ impl SinkState {
             p99: percentile(&lat, 99.0),
             max: lat.last().copied().unwrap_or(0.0),
         });
-        let unique = c
-            .by_id
-            .values()
-            .filter(|attempts| attempts.iter().any(|a| (200..300).contains(&a.status)))
-            .count() as u64;
+        let unique = c.by_id.values().filter(|attempts| attempts.iter().any(|a| (200..300).contains(&a.status))).count() as u64;
         SinkStats {
             requests: c.requests,
             received: c.received,
@@ -193,14 +190,9 @@ impl SinkState {
 
     fn receive(&self, headers: &http::HeaderMap, body: &[u8]) -> Response<Full<Bytes>> {
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        let id = header(standard_webhooks::ID_HEADER)
-            .unwrap_or("")
-            .to_string();
+        let id = header(standard_webhooks::ID_HEADER).unwrap_or("").to_string();
         if let Some(key) = &self.key {
-            let ok = match (
-                header(standard_webhooks::TIMESTAMP_HEADER),
-                header(standard_webhooks::SIGNATURE_HEADER),
-            ) {
+            let ok = match (header(standard_webhooks::TIMESTAMP_HEADER), header(standard_webhooks::SIGNATURE_HEADER)) {
                 (Some(ts), Some(sig)) => standard_webhooks::verify(
                     key,
                     &id,
@@ -225,10 +217,7 @@ impl SinkState {
             let mut c = self.counters();
             c.requests += 1;
             c.injected_failures += 1;
-            c.by_id
-                .entry(id)
-                .or_default()
-                .push(Attempt { at_ms, status });
+            c.by_id.entry(id).or_default().push(Attempt { at_ms, status });
             let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             return answer(code, "injected failure\n", retry_after);
         }
@@ -269,16 +258,11 @@ impl SinkState {
     }
 }
 
-fn answer(
-    status: StatusCode,
-    body: &'static str,
-    retry_after: Option<u64>,
-) -> Response<Full<Bytes>> {
+fn answer(status: StatusCode, body: &'static str, retry_after: Option<u64>) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *r.status_mut() = status;
     if let Some(s) = retry_after {
-        r.headers_mut()
-            .insert(hyper::header::RETRY_AFTER, http::HeaderValue::from(s));
+        r.headers_mut().insert(hyper::header::RETRY_AFTER, http::HeaderValue::from(s));
     }
     r
 }
@@ -286,17 +270,11 @@ fn answer(
 fn json<T: Serialize>(value: &T) -> Response<Full<Bytes>> {
     let body = serde_json::to_vec(value).unwrap_or_default();
     let mut r = Response::new(Full::new(Bytes::from(body)));
-    r.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
+    r.headers_mut().insert(hyper::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
     r
 }
 
-async fn route(
-    state: Arc<SinkState>,
-    req: Request<hyper::body::Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn route(state: Arc<SinkState>, req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
     let body = match Limited::new(body, 16 * 1024 * 1024).collect().await {
         Ok(c) => c.to_bytes(),
@@ -310,13 +288,23 @@ async fn route(
                 state.set_failure(plan);
                 answer(StatusCode::OK, "ok\n", None)
             }
-            Err(_) => answer(
-                StatusCode::BAD_REQUEST,
-                "expected {\"status\": ...}\n",
-                None,
-            ),
+            Err(_) => answer(StatusCode::BAD_REQUEST, "expected {\"status\": ...}\n", None),
         },
-        (Method::POST, _) => state.receive(&parts.headers, &body),
+        (Method::POST, "/_sink/delay") => match serde_json::from_slice::<serde_json::Value>(&body).ok().and_then(|v| v.get("ms")?.as_u64())
+        {
+            Some(ms) => {
+                state.set_delay(Duration::from_millis(ms));
+                answer(StatusCode::OK, "ok\n", None)
+            }
+            None => answer(StatusCode::BAD_REQUEST, "expected {\"ms\": ...}\n", None),
+        },
+        (Method::POST, _) => {
+            let delay = state.delay_ms.load(std::sync::atomic::Ordering::Acquire);
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
+            state.receive(&parts.headers, &body)
+        }
         _ => answer(StatusCode::NOT_FOUND, "not found\n", None),
     })
 }
@@ -339,9 +327,7 @@ pub async fn serve(listener: TcpListener, state: Arc<SinkState>, shutdown: Cance
         let state = state.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| route(state.clone(), req));
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
         });
     }
 }

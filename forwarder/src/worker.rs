@@ -64,28 +64,18 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), ForwarderError> {
     let cfg = config.forwarder.clone();
-    let target = cfg.target_url.clone().ok_or_else(|| {
-        ConfigError::new(
-            "forwarder.target_url",
-            "required: where events are delivered (or MESSAGING_SERVICE_URL)",
-        )
-    })?;
+    let target = cfg
+        .target_url
+        .clone()
+        .ok_or_else(|| ConfigError::new("forwarder.target_url", "required: where events are delivered (or MESSAGING_SERVICE_URL)"))?;
     if cfg.signing_secret.is_none() {
         tracing::warn!("forwarder.signing_secret is not set: deliveries are not signed");
     }
-    let deliverer = Deliverer::new(
-        &target,
-        cfg.signing_secret.as_ref(),
-        Duration::from_millis(cfg.request_timeout_ms),
-        cfg.max_in_flight,
-    )?;
+    let deliverer = Deliverer::new(&target, cfg.signing_secret.as_ref(), Duration::from_millis(cfg.request_timeout_ms), cfg.max_in_flight)?;
     let client = js_setup::connect(&config.nats, "hookline-forwarder").await?;
     let js = jetstream::new(client.clone());
     js_setup::ensure_streams(&js, &config.streams).await?;
-    let stream = js
-        .get_stream(names::EVENTS_STREAM)
-        .await
-        .map_err(|e| ForwarderError::Consumer(e.to_string()))?;
+    let stream = js.get_stream(names::EVENTS_STREAM).await.map_err(|e| ForwarderError::Consumer(e.to_string()))?;
     let consumer: PullConsumer = stream
         .create_consumer(pull::Config {
             durable_name: Some(names::FORWARDER_CONSUMER.to_string()),
@@ -103,20 +93,10 @@ pub async fn run(
 
     if let Some(listener) = ops_listener {
         let probe = client.clone();
-        let ready =
-            Arc::new(move || probe.connection_state() == async_nats::connection::State::Connected);
-        tokio::spawn(ops_server::serve(
-            listener,
-            metrics.clone(),
-            ready,
-            shutdown.clone(),
-        ));
+        let ready = Arc::new(move || probe.connection_state() == async_nats::connection::State::Connected);
+        tokio::spawn(ops_server::serve(listener, metrics.clone(), ready, shutdown.clone()));
     }
-    tokio::spawn(report_lag(
-        consumer.clone(),
-        metrics.clone(),
-        shutdown.clone(),
-    ));
+    tokio::spawn(report_lag(consumer.clone(), metrics.clone(), shutdown.clone()));
 
     let worker = Arc::new(Worker {
         js,
@@ -130,15 +110,8 @@ pub async fn run(
     let mut tasks = JoinSet::new();
     while !shutdown.is_cancelled() {
         while tasks.try_join_next().is_some() {}
-        worker
-            .metrics
-            .forwarder_in_flight_limit
-            .set(worker.limit.limit() as i64);
-        let room = worker
-            .limit
-            .limit()
-            .saturating_sub(worker.limit.in_flight())
-            .min(cfg.batch_size);
+        worker.metrics.forwarder_in_flight_limit.set(worker.limit.limit() as i64);
+        let room = worker.limit.limit().saturating_sub(worker.limit.in_flight()).min(cfg.batch_size);
         if room == 0 {
             // Wait for a delivery to finish.
             let slot = tokio::select! {
@@ -148,12 +121,7 @@ pub async fn run(
             drop(slot);
             continue;
         }
-        let batch = consumer
-            .batch()
-            .max_messages(room)
-            .expires(Duration::from_secs(1))
-            .messages()
-            .await;
+        let batch = consumer.batch().max_messages(room).expires(Duration::from_secs(1)).messages().await;
         let mut batch = match batch {
             Ok(b) => b,
             Err(e) => {
@@ -186,10 +154,7 @@ pub async fn run(
             }
         }
     }
-    tracing::info!(
-        in_flight = tasks.len(),
-        "forwarder stopping: finishing the deliveries in flight"
-    );
+    tracing::info!(in_flight = tasks.len(), "forwarder stopping: finishing the deliveries in flight");
     while tasks.join_next().await.is_some() {}
     let _ = client.flush().await;
     Ok(())
@@ -199,19 +164,10 @@ fn redact_target(url: &str) -> String {
     hookline_shared::jetstream::redact_url(url.split('?').next().unwrap_or(url))
 }
 
-async fn report_lag(
-    mut consumer: PullConsumer,
-    metrics: Arc<Metrics>,
-    shutdown: CancellationToken,
-) {
+async fn report_lag(mut consumer: PullConsumer, metrics: Arc<Metrics>, shutdown: CancellationToken) {
     loop {
         if let Ok(info) = consumer.info().await {
-            metrics
-                .consumer_pending
-                .get_or_create(&ConsumerLabels {
-                    consumer: names::FORWARDER_CONSUMER,
-                })
-                .set(info.num_pending as i64);
+            metrics.consumer_pending.get_or_create(&ConsumerLabels { consumer: names::FORWARDER_CONSUMER }).set(info.num_pending as i64);
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -232,33 +188,16 @@ impl Worker {
         let head: EventHead = match serde_json::from_slice(&message.payload) {
             Ok(h) => h,
             Err(e) => {
-                let ack = self
-                    .dead_letter(
-                        &message,
-                        seq,
-                        attempt,
-                        "unknown",
-                        "invalid_event",
-                        &e.to_string(),
-                        None,
-                    )
-                    .await;
+                let ack = self.dead_letter(&message, seq, attempt, "unknown", "invalid_event", &e.to_string(), None).await;
                 self.finish(&message, ack).await;
                 return;
             }
         };
         let span = tracing::info_span!("forward", event_id = %head.id, tenant_id = %head.tenant_id, attempt);
-        let traceparent_in = message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(header::TRACEPARENT))
-            .map(|v| v.as_str().to_string());
+        let traceparent_in = message.headers.as_ref().and_then(|h| h.get(header::TRACEPARENT)).map(|v| v.as_str().to_string());
         telemetry::set_parent(&span, traceparent_in.as_deref());
         let traceparent = telemetry::traceparent(&span, traceparent_in.as_deref());
-        let ack = self
-            .deliver(&message, &head, seq, attempt, &traceparent)
-            .instrument(span.clone())
-            .await;
+        let ack = self.deliver(&message, &head, seq, attempt, &traceparent).instrument(span.clone()).await;
         self.finish(&message, ack).instrument(span).await;
     }
 
@@ -268,34 +207,13 @@ impl Worker {
         }
     }
 
-    async fn deliver(
-        &self,
-        message: &Message,
-        head: &EventHead,
-        seq: u64,
-        attempt: usize,
-        traceparent: &str,
-    ) -> AckKind {
-        let too_old = timefmt::parse_rfc3339(&head.received_at).is_some_and(|t| {
-            (time::OffsetDateTime::now_utc() - t).whole_seconds() > self.config.max_age_s as i64
-        });
+    async fn deliver(&self, message: &Message, head: &EventHead, seq: u64, attempt: usize, traceparent: &str) -> AckKind {
+        let too_old = timefmt::parse_rfc3339(&head.received_at)
+            .is_some_and(|t| (time::OffsetDateTime::now_utc() - t).whole_seconds() > self.config.max_age_s as i64);
         if too_old && attempt > 1 {
-            return self
-                .dead_letter(
-                    message,
-                    seq,
-                    attempt,
-                    &head.tenant_id,
-                    "age_exhausted",
-                    "older than forwarder.max_age_s",
-                    None,
-                )
-                .await;
+            return self.dead_letter(message, seq, attempt, &head.tenant_id, "age_exhausted", "older than forwarder.max_age_s", None).await;
         }
-        let (outcome, took) = self
-            .deliverer
-            .deliver(&head.id, message.payload.clone(), traceparent)
-            .await;
+        let (outcome, took) = self.deliverer.deliver(&head.id, message.payload.clone(), traceparent).await;
         self.metrics.delivery_duration.observe(took.as_secs_f64());
         match outcome {
             DeliveryOutcome::Delivered(status) => {
@@ -305,17 +223,10 @@ impl Worker {
                 tracing::debug!(status, "delivered");
                 AckKind::Ack
             }
-            DeliveryOutcome::Retryable {
-                status,
-                reason,
-                retry_after,
-            } => {
+            DeliveryOutcome::Retryable { status, reason, retry_after } => {
                 self.limit.on_failure();
                 let last = outcome.last_status();
-                match self
-                    .schedule
-                    .delay_after(attempt, random_unit(), retry_after)
-                {
+                match self.schedule.delay_after(attempt, random_unit(), retry_after) {
                     Some(delay) => {
                         self.count("retried");
                         tracing::info!(?status, reason, ?delay, "delivery failed; retry scheduled");
@@ -323,16 +234,7 @@ impl Worker {
                     }
                     None => {
                         let detail = format!("{} attempts, the last answered {last}", attempt);
-                        self.dead_letter(
-                            message,
-                            seq,
-                            attempt,
-                            &head.tenant_id,
-                            "attempts_exhausted",
-                            &detail,
-                            Some(&last),
-                        )
-                        .await
+                        self.dead_letter(message, seq, attempt, &head.tenant_id, "attempts_exhausted", &detail, Some(&last)).await
                     }
                 }
             }
@@ -353,10 +255,7 @@ impl Worker {
     }
 
     fn count(&self, outcome: &'static str) {
-        self.metrics
-            .deliveries
-            .get_or_create(&OutcomeLabels { outcome })
-            .inc();
+        self.metrics.deliveries.get_or_create(&OutcomeLabels { outcome }).inc();
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -370,11 +269,7 @@ impl Worker {
         detail: &str,
         last_status: Option<&str>,
     ) -> AckKind {
-        let who = if names::is_valid_id(tenant) {
-            tenant
-        } else {
-            "unknown"
-        };
+        let who = if names::is_valid_id(tenant) { tenant } else { "unknown" };
         let letter = DeadLetter {
             stage: "forward",
             reason,

@@ -32,19 +32,12 @@ async fn publish_event(js: &jetstream::Context, id: &str) -> Vec<u8> {
     let body = event_json(id);
     let mut headers = HeaderMap::new();
     headers.insert(header::MSG_ID, id);
-    headers.insert(
-        header::TRACEPARENT,
-        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
-    );
-    js.publish_with_headers(
-        "hookline.events.acme.telegram.message",
-        headers,
-        body.clone().into(),
-    )
-    .await
-    .expect("publish")
-    .await
-    .expect("ack");
+    headers.insert(header::TRACEPARENT, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+    js.publish_with_headers("hookline.events.acme.telegram.message", headers, body.clone().into())
+        .await
+        .expect("publish")
+        .await
+        .expect("ack");
     body
 }
 
@@ -68,41 +61,24 @@ impl Running {
         vars.extend_from_slice(extra);
         let config: Config = harness::config(&nats.url(), &vars);
         let js = nats.jetstream().await;
-        hookline_shared::jetstream::ensure_streams(&js, &config.streams)
-            .await
-            .expect("streams");
+        hookline_shared::jetstream::ensure_streams(&js, &config.streams).await.expect("streams");
         let metrics = Metrics::new();
         let shutdown = CancellationToken::new();
         let task = {
             let (config, metrics, shutdown) = (config.clone(), metrics.clone(), shutdown.clone());
-            tokio::spawn(async move {
-                hookline_forwarder::worker::run(&config, metrics, None, shutdown)
-                    .await
-                    .expect("forwarder runs")
-            })
+            tokio::spawn(async move { hookline_forwarder::worker::run(&config, metrics, None, shutdown).await.expect("forwarder runs") })
         };
-        Running {
-            _nats: nats,
-            js,
-            metrics,
-            shutdown,
-            task,
-        }
+        Running { _nats: nats, js, metrics, shutdown, task }
     }
 
     async fn consumer_settled(&self) {
         let js = &self.js;
-        wait_for(
-            "the forwarder consumer acked everything",
-            Duration::from_secs(20),
-            || async move {
-                let stream = js.get_stream(names::EVENTS_STREAM).await.ok()?;
-                let mut consumer: PullConsumer =
-                    stream.get_consumer(names::FORWARDER_CONSUMER).await.ok()?;
-                let info = consumer.info().await.ok()?;
-                (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
-            },
-        )
+        wait_for("the forwarder consumer acked everything", Duration::from_secs(20), || async move {
+            let stream = js.get_stream(names::EVENTS_STREAM).await.ok()?;
+            let mut consumer: PullConsumer = stream.get_consumer(names::FORWARDER_CONSUMER).await.ok()?;
+            let info = consumer.info().await.ok()?;
+            (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
+        })
         .await;
     }
 
@@ -122,11 +98,7 @@ async fn start_sink() -> (Arc<SinkState>, String, CancellationToken) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}/events", listener.local_addr().expect("addr"));
     let stop = CancellationToken::new();
-    tokio::spawn(hookline_forwarder::sink::serve(
-        listener,
-        state.clone(),
-        stop.clone(),
-    ));
+    tokio::spawn(hookline_forwarder::sink::serve(listener, state.clone(), stop.clone()));
     (state, url, stop)
 }
 
@@ -147,25 +119,15 @@ async fn accept_one(listener: TcpListener) -> (Vec<(String, String)>, Vec<u8>) {
     let headers: Vec<(String, String)> = head
         .lines()
         .skip(1)
-        .filter_map(|l| {
-            l.split_once(':')
-                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        })
+        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string())))
         .collect();
-    let length: usize = headers
-        .iter()
-        .find(|(k, _)| k == "content-length")
-        .and_then(|(_, v)| v.parse().ok())
-        .expect("content-length");
+    let length: usize = headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse().ok()).expect("content-length");
     let mut body = buf[head_end + 4..].to_vec();
     while body.len() < length {
         let n = socket.read(&mut chunk).await.expect("read body");
         body.extend_from_slice(&chunk[..n]);
     }
-    socket
-        .write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
-        .await
-        .expect("answer");
+    socket.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n").await.expect("answer");
     (headers, body)
 }
 
@@ -175,40 +137,19 @@ async fn a_delivered_event_is_signed_so_that_an_independent_implementation_accep
     let target = format!("http://{}/in", listener.local_addr().expect("addr"));
     let running = Running::start(&target, &[]).await;
     let body = publish_event(&running.js, "evt_signed").await;
-    let (headers, received) = tokio::time::timeout(Duration::from_secs(20), accept_one(listener))
-        .await
-        .expect("delivered");
-    let get = |name: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
-    };
+    let (headers, received) = tokio::time::timeout(Duration::from_secs(20), accept_one(listener)).await.expect("delivered");
+    let get = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default();
     assert_eq!(received, body, "the event is delivered as stored");
     assert_eq!(get("content-type"), "application/json");
     assert_eq!(get("webhook-id"), "evt_signed");
-    assert_eq!(
-        get("traceparent").split('-').nth(1),
-        Some("0af7651916cd43dd8448eb211c80319c"),
-        "the trace continues"
-    );
+    assert_eq!(get("traceparent").split('-').nth(1), Some("0af7651916cd43dd8448eb211c80319c"), "the trace continues");
     // Standard Webhooks, computed here from the specification, not with hookline's code.
-    let key = base64::engine::general_purpose::STANDARD
-        .decode(SECRET.trim_start_matches("whsec_"))
-        .expect("key");
+    let key = base64::engine::general_purpose::STANDARD.decode(SECRET.trim_start_matches("whsec_")).expect("key");
     let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&key).expect("hmac");
     mac.update(format!("{}.{}.", get("webhook-id"), get("webhook-timestamp")).as_bytes());
     mac.update(&received);
-    let expected = format!(
-        "v1,{}",
-        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
-    );
-    assert!(
-        get("webhook-signature").split(' ').any(|s| s == expected),
-        "{} != {expected}",
-        get("webhook-signature")
-    );
+    let expected = format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()));
+    assert!(get("webhook-signature").split(' ').any(|s| s == expected), "{} != {expected}", get("webhook-signature"));
     let ts: i64 = get("webhook-timestamp").parse().expect("unix seconds");
     assert!((time::OffsetDateTime::now_utc().unix_timestamp() - ts).abs() < 60);
     running.consumer_settled().await;
@@ -218,63 +159,37 @@ async fn a_delivered_event_is_signed_so_that_an_independent_implementation_accep
 #[tokio::test]
 async fn three_500s_then_200_gives_one_attempt_after_each_failure_on_the_schedule_then_an_ack() {
     let (sink, url, _stop) = start_sink().await;
-    sink.set_failure(FailurePlan {
-        status: 500,
-        count: Some(3),
-        ..Default::default()
-    });
+    sink.set_failure(FailurePlan { status: 500, count: Some(3), ..Default::default() });
     let running = Running::start(&url, &[]).await;
     publish_event(&running.js, "evt_500").await;
     let sink_ref = &sink;
-    wait_for(
-        "delivered after three failures",
-        Duration::from_secs(30),
-        || async move { (sink_ref.stats().received == 1).then_some(()) },
-    )
-    .await;
+    wait_for("delivered after three failures", Duration::from_secs(30), || async move { (sink_ref.stats().received == 1).then_some(()) })
+        .await;
     running.consumer_settled().await;
     let attempts = sink.attempts().remove("evt_500").expect("attempts");
-    assert_eq!(
-        attempts.iter().map(|a| a.status).collect::<Vec<_>>(),
-        [500, 500, 500, 200]
-    );
+    assert_eq!(attempts.iter().map(|a| a.status).collect::<Vec<_>>(), [500, 500, 500, 200]);
     for pair in attempts.windows(2) {
         let gap = pair[1].at_ms - pair[0].at_ms;
-        assert!(
-            gap >= 900,
-            "retried after {gap} ms, before the schedule's 1 s"
-        );
+        assert!(gap >= 900, "retried after {gap} ms, before the schedule's 1 s");
     }
     assert_eq!(running.dlq_count().await, 0);
     let text = running.metrics.encode();
-    assert!(
-        text.contains(r#"hookline_deliveries_total{outcome="retried"} 3"#),
-        "{text}"
-    );
-    assert!(
-        text.contains(r#"hookline_deliveries_total{outcome="delivered"} 1"#),
-        "{text}"
-    );
+    assert!(text.contains(r#"hookline_deliveries_total{outcome="retried"} 3"#), "{text}");
+    assert!(text.contains(r#"hookline_deliveries_total{outcome="delivered"} 1"#), "{text}");
     running.stop().await;
 }
 
 #[tokio::test]
 async fn a_400_is_dead_lettered_at_once_with_status_reason_and_attempts() {
     let (sink, url, _stop) = start_sink().await;
-    sink.set_failure(FailurePlan {
-        status: 400,
-        count: Some(1),
-        ..Default::default()
-    });
+    sink.set_failure(FailurePlan { status: 400, count: Some(1), ..Default::default() });
     let running = Running::start(&url, &[]).await;
     let body = publish_event(&running.js, "evt_400").await;
     let js = running.js.clone();
     let js_ref = &js;
     let letter = wait_for("the dead letter", Duration::from_secs(20), || async move {
         let dlq = js_ref.get_stream(names::DLQ_STREAM).await.ok()?;
-        dlq.get_last_raw_message_by_subject("hookline.dlq.forward.acme")
-            .await
-            .ok()
+        dlq.get_last_raw_message_by_subject("hookline.dlq.forward.acme").await.ok()
     })
     .await;
     let h = |name: &str| letter.headers.get(name).map(|v| v.as_str().to_string());
@@ -284,38 +199,20 @@ async fn a_400_is_dead_lettered_at_once_with_status_reason_and_attempts() {
     assert_eq!(h(header::DLQ_ATTEMPTS).as_deref(), Some("1"));
     assert_eq!(h(header::DLQ_STAGE).as_deref(), Some("forward"));
     running.consumer_settled().await;
-    assert_eq!(
-        sink.attempts().get("evt_400").map(Vec::len),
-        Some(1),
-        "no retry after a 400"
-    );
+    assert_eq!(sink.attempts().get("evt_400").map(Vec::len), Some(1), "no retry after a 400");
     running.stop().await;
 }
 
 #[tokio::test]
 async fn a_429_with_retry_after_2_gets_no_new_attempt_before_2_seconds() {
     let (sink, url, _stop) = start_sink().await;
-    sink.set_failure(FailurePlan {
-        status: 429,
-        count: Some(1),
-        retry_after_s: Some(2),
-        ..Default::default()
-    });
-    let running =
-        Running::start(&url, &[("HOOKLINE_FORWARDER__RETRY_SCHEDULE_S", "[1, 10]")]).await;
+    sink.set_failure(FailurePlan { status: 429, count: Some(1), retry_after_s: Some(2), ..Default::default() });
+    let running = Running::start(&url, &[("HOOKLINE_FORWARDER__RETRY_SCHEDULE_S", "[1, 10]")]).await;
     publish_event(&running.js, "evt_429").await;
     let sink_ref = &sink;
-    wait_for(
-        "delivered after the 429",
-        Duration::from_secs(20),
-        || async move { (sink_ref.stats().received == 1).then_some(()) },
-    )
-    .await;
+    wait_for("delivered after the 429", Duration::from_secs(20), || async move { (sink_ref.stats().received == 1).then_some(()) }).await;
     let attempts = sink.attempts().remove("evt_429").expect("attempts");
-    assert_eq!(
-        attempts.iter().map(|a| a.status).collect::<Vec<_>>(),
-        [429, 200]
-    );
+    assert_eq!(attempts.iter().map(|a| a.status).collect::<Vec<_>>(), [429, 200]);
     let gap = attempts[1].at_ms - attempts[0].at_ms;
     assert!(gap >= 2000, "retried {gap} ms after a Retry-After of 2 s");
     running.stop().await;
@@ -324,19 +221,14 @@ async fn a_429_with_retry_after_2_gets_no_new_attempt_before_2_seconds() {
 #[tokio::test]
 async fn exhausted_attempts_dead_letter_with_the_last_status() {
     let (sink, url, _stop) = start_sink().await;
-    sink.set_failure(FailurePlan {
-        status: 503,
-        ..Default::default()
-    });
+    sink.set_failure(FailurePlan { status: 503, ..Default::default() });
     let running = Running::start(&url, &[("HOOKLINE_FORWARDER__RETRY_SCHEDULE_S", "[1]")]).await;
     publish_event(&running.js, "evt_503").await;
     let js = running.js.clone();
     let js_ref = &js;
     let letter = wait_for("the dead letter", Duration::from_secs(20), || async move {
         let dlq = js_ref.get_stream(names::DLQ_STREAM).await.ok()?;
-        dlq.get_last_raw_message_by_subject("hookline.dlq.forward.acme")
-            .await
-            .ok()
+        dlq.get_last_raw_message_by_subject("hookline.dlq.forward.acme").await.ok()
     })
     .await;
     let h = |name: &str| letter.headers.get(name).map(|v| v.as_str().to_string());
@@ -350,32 +242,16 @@ async fn exhausted_attempts_dead_letter_with_the_last_status() {
 #[tokio::test]
 async fn a_failing_target_makes_the_in_flight_limit_drop_and_recover() {
     let (sink, url, _stop) = start_sink().await;
-    sink.set_failure(FailurePlan {
-        status: 500,
-        ..Default::default()
-    });
-    let running = Running::start(
-        &url,
-        &[
-            ("HOOKLINE_FORWARDER__MAX_IN_FLIGHT", "32"),
-            ("HOOKLINE_FORWARDER__MIN_IN_FLIGHT", "2"),
-        ],
-    )
-    .await;
+    sink.set_failure(FailurePlan { status: 500, ..Default::default() });
+    let running = Running::start(&url, &[("HOOKLINE_FORWARDER__MAX_IN_FLIGHT", "32"), ("HOOKLINE_FORWARDER__MIN_IN_FLIGHT", "2")]).await;
     for i in 0..40 {
         publish_event(&running.js, &format!("evt_lim_{i}")).await;
     }
     let metrics = running.metrics.clone();
     let m = &metrics;
-    wait_for(
-        "the limit at its floor",
-        Duration::from_secs(20),
-        || async move {
-            m.encode()
-                .contains("hookline_forwarder_in_flight_limit 2")
-                .then_some(())
-        },
-    )
+    wait_for("the limit at its floor", Duration::from_secs(20), || async move {
+        m.encode().contains("hookline_forwarder_in_flight_limit 2").then_some(())
+    })
     .await;
     sink.set_failure(FailurePlan::default());
     let sink_ref = &sink;
@@ -387,26 +263,19 @@ async fn a_failing_target_makes_the_in_flight_limit_drop_and_recover() {
     .await;
     let js = running.js.clone();
     let js_ref = &js;
-    wait_for(
-        "the limit back near full",
-        Duration::from_secs(20),
-        || async move {
-            publish_event(js_ref, &format!("evt_more_{}", rand_suffix())).await;
-            m.encode()
-                .lines()
-                .find(|l| l.starts_with("hookline_forwarder_in_flight_limit "))
-                .and_then(|l| l.split(' ').nth(1)?.parse::<u64>().ok())
-                .filter(|v| *v >= 16)
-                .map(|_| ())
-        },
-    )
+    wait_for("the limit back near full", Duration::from_secs(20), || async move {
+        publish_event(js_ref, &format!("evt_more_{}", rand_suffix())).await;
+        m.encode()
+            .lines()
+            .find(|l| l.starts_with("hookline_forwarder_in_flight_limit "))
+            .and_then(|l| l.split(' ').nth(1)?.parse::<u64>().ok())
+            .filter(|v| *v >= 16)
+            .map(|_| ())
+    })
     .await;
     running.stop().await;
 }
 
 fn rand_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
 }

@@ -34,12 +34,7 @@ impl ChannelDirectory {
     pub fn default_for(&self, platform: &str) -> Option<Arc<Channel>> {
         // At most one per platform is allowed; should two claim it, the smallest id wins so
         // that every ingest node picks the same one.
-        self.read()
-            .by_id
-            .values()
-            .filter(|c| c.default && c.platform == platform)
-            .min_by(|a, b| a.id.cmp(&b.id))
-            .cloned()
+        self.read().by_id.values().filter(|c| c.default && c.platform == platform).min_by(|a, b| a.id.cmp(&b.id)).cloned()
     }
 
     pub fn len(&self) -> usize {
@@ -65,9 +60,7 @@ impl ChannelDirectory {
     }
 
     fn upsert(&self, channel: Channel) {
-        self.write()
-            .by_id
-            .insert(channel.id.clone(), Arc::new(channel));
+        self.write().by_id.insert(channel.id.clone(), Arc::new(channel));
     }
 
     fn remove(&self, id: &str) {
@@ -82,32 +75,18 @@ impl ChannelDirectory {
 }
 
 /// Writes the channels declared in `hookline.toml` to the bucket (secrets sealed).
-pub async fn write_declared(
-    store: &kv::Store,
-    keyring: &Keyring,
-    declared: &[ChannelDecl],
-) -> Result<(), String> {
+pub async fn write_declared(store: &kv::Store, keyring: &Keyring, declared: &[ChannelDecl]) -> Result<(), String> {
     for decl in declared {
         let record = decl.to_record(keyring, time::OffsetDateTime::now_utc());
         let json = serde_json::to_vec(&record).map_err(|e| format!("channel {}: {e}", decl.id))?;
-        store
-            .put(&decl.id, json.into())
-            .await
-            .map_err(|e| format!("cannot write channel {} to the bucket: {e}", decl.id))?;
+        store.put(&decl.id, json.into()).await.map_err(|e| format!("cannot write channel {} to the bucket: {e}", decl.id))?;
     }
     Ok(())
 }
 
 async fn bucket_messages(js: &async_nats::jetstream::Context) -> Result<u64, String> {
-    let mut stream = js
-        .get_stream(format!("KV_{}", hookline_shared::names::CHANNELS_BUCKET))
-        .await
-        .map_err(|e| e.to_string())?;
-    stream
-        .info()
-        .await
-        .map(|i| i.state.messages)
-        .map_err(|e| e.to_string())
+    let mut stream = js.get_stream(format!("KV_{}", hookline_shared::names::CHANNELS_BUCKET)).await.map_err(|e| e.to_string())?;
+    stream.info().await.map(|i| i.state.messages).map_err(|e| e.to_string())
 }
 
 fn apply(directory: &ChannelDirectory, keyring: &Keyring, entry: &kv::Entry) {

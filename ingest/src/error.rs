@@ -32,9 +32,7 @@ pub enum Rejection {
 impl Rejection {
     pub fn status(&self) -> StatusCode {
         match self {
-            Rejection::NoRoute | Rejection::UnknownChannel | Rejection::NoDefaultChannel => {
-                StatusCode::NOT_FOUND
-            }
+            Rejection::NoRoute | Rejection::UnknownChannel | Rejection::NoDefaultChannel => StatusCode::NOT_FOUND,
             Rejection::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Rejection::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Rejection::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -82,22 +80,12 @@ mod tests {
             (Rejection::Signature(VerifyError::Stale), 401),
             (Rejection::HandshakeRefused, 403),
             (Rejection::Unavailable(PublishError::Disconnected), 503),
-            (
-                Rejection::Unavailable(PublishError::Timeout(Duration::from_secs(1))),
-                503,
-            ),
-            (
-                Rejection::Unavailable(PublishError::Refused("full".into())),
-                503,
-            ),
+            (Rejection::Unavailable(PublishError::Timeout(Duration::from_secs(1))), 503),
+            (Rejection::Unavailable(PublishError::Refused("full".into())), 503),
         ];
         for (rejection, status) in table {
             assert_eq!(rejection.status().as_u16(), status, "{rejection}");
         }
-        assert_eq!(
-            Rejection::Signature(VerifyError::MissingHeader("x-hub-signature-256"))
-                .public_message(),
-            "invalid signature\n"
-        );
+        assert_eq!(Rejection::Signature(VerifyError::MissingHeader("x-hub-signature-256")).public_message(), "invalid signature\n");
     }
 }

@@ -36,47 +36,27 @@ pub enum IngestError {
 }
 
 /// Runs ingest on `listener` until `shutdown` is cancelled, then drains.
-pub async fn run(
-    config: &Config,
-    metrics: Arc<Metrics>,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-) -> Result<(), IngestError> {
+pub async fn run(config: &Config, metrics: Arc<Metrics>, listener: TcpListener, shutdown: CancellationToken) -> Result<(), IngestError> {
     let keyring = Arc::new(config.keyring()?);
     let client = jetstream::connect(&config.nats, "hookline-ingest").await?;
     let js = async_nats::jetstream::new(client.clone());
     jetstream::ensure_streams(&js, &config.streams).await?;
     let store = jetstream::channels_bucket(&js, &config.streams).await?;
-    channels::write_declared(&store, &keyring, &config.channels)
-        .await
-        .map_err(IngestError::Channels)?;
+    channels::write_declared(&store, &keyring, &config.channels).await.map_err(IngestError::Channels)?;
 
     let directory = Arc::new(ChannelDirectory::default());
-    let watcher = tokio::spawn(channels::watch(
-        js.clone(),
-        store,
-        keyring,
-        directory.clone(),
-        shutdown.clone(),
-    ));
+    let watcher = tokio::spawn(channels::watch(js.clone(), store, keyring, directory.clone(), shutdown.clone()));
 
     let ingest = &config.ingest;
     let state = Arc::new(AppState {
         channels: directory,
-        publisher: Arc::new(RawPublisher::new(
-            client.clone(),
-            Duration::from_millis(ingest.publish_ack_timeout_ms),
-            metrics.clone(),
-        )),
+        publisher: Arc::new(RawPublisher::new(client.clone(), Duration::from_millis(ingest.publish_ack_timeout_ms), metrics.clone())),
         metrics,
         max_body_bytes: ingest.max_body_bytes,
         body_read_timeout: Duration::from_millis(ingest.body_read_timeout_ms),
         retry_after_s: ingest.retry_after_s,
         public_base: ingest.public_url.trim_end_matches('/').to_string(),
-        tolerances: Tolerances {
-            webchat_s: ingest.webchat_tolerance_s,
-            mercadopago_s: ingest.mercadopago_tolerance_s,
-        },
+        tolerances: Tolerances { webchat_s: ingest.webchat_tolerance_s, mercadopago_s: ingest.mercadopago_tolerance_s },
         shutting_down: AtomicBool::new(false),
     });
     if let Ok(addr) = listener.local_addr() {

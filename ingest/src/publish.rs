@@ -47,13 +47,7 @@ pub struct RawMessage<'a> {
 
 /// `hex(SHA-256(channel id, 0x00, body))`: the same delivery to the same channel, same id.
 pub fn message_id(channel_id: &str, body: &[u8]) -> String {
-    hex::encode(
-        Sha256::new()
-            .chain_update(channel_id.as_bytes())
-            .chain_update([0u8])
-            .chain_update(body)
-            .finalize(),
-    )
+    hex::encode(Sha256::new().chain_update(channel_id.as_bytes()).chain_update([0u8]).chain_update(body).finalize())
 }
 
 pub struct RawPublisher {
@@ -66,12 +60,7 @@ pub struct RawPublisher {
 impl RawPublisher {
     pub fn new(client: async_nats::Client, ack_timeout: Duration, metrics: Arc<Metrics>) -> Self {
         let js = jetstream::new(client.clone());
-        RawPublisher {
-            client,
-            js,
-            ack_timeout,
-            metrics,
-        }
+        RawPublisher { client, js, ack_timeout, metrics }
     }
 
     pub fn is_connected(&self) -> bool {
@@ -87,10 +76,7 @@ impl RawPublisher {
             Ok(false) => "duplicate",
             Err(e) => e.outcome(),
         };
-        self.metrics
-            .raw_publishes
-            .get_or_create(&PublishLabels { outcome })
-            .inc();
+        self.metrics.raw_publishes.get_or_create(&PublishLabels { outcome }).inc();
         result
     }
 
@@ -99,10 +85,7 @@ impl RawPublisher {
             return Err(PublishError::Disconnected);
         }
         let mut headers = HeaderMap::new();
-        headers.insert(
-            header::MSG_ID,
-            message_id(msg.channel_id, &msg.body).as_str(),
-        );
+        headers.insert(header::MSG_ID, message_id(msg.channel_id, &msg.body).as_str());
         headers.insert(header::SOURCE, msg.source.as_str());
         headers.insert(header::CHANNEL, msg.channel_id);
         headers.insert(header::TENANT, msg.tenant_id);
@@ -117,21 +100,12 @@ impl RawPublisher {
         let subject = names::raw_subject(msg.source, msg.channel_id);
         let started = Instant::now();
         let publish = async {
-            let ack_future = self
-                .js
-                .publish_with_headers(subject, headers, msg.body)
-                .await
-                .map_err(|e| PublishError::Refused(e.to_string()))?;
-            ack_future
-                .await
-                .map_err(|e| PublishError::Refused(e.to_string()))
+            let ack_future =
+                self.js.publish_with_headers(subject, headers, msg.body).await.map_err(|e| PublishError::Refused(e.to_string()))?;
+            ack_future.await.map_err(|e| PublishError::Refused(e.to_string()))
         };
-        let ack = tokio::time::timeout(self.ack_timeout, publish)
-            .await
-            .map_err(|_| PublishError::Timeout(self.ack_timeout))??;
-        self.metrics
-            .publish_duration
-            .observe(started.elapsed().as_secs_f64());
+        let ack = tokio::time::timeout(self.ack_timeout, publish).await.map_err(|_| PublishError::Timeout(self.ack_timeout))??;
+        self.metrics.publish_duration.observe(started.elapsed().as_secs_f64());
         Ok(!ack.duplicate)
     }
 }

@@ -49,10 +49,7 @@ impl<'a> Route<'a> {
         if let Some(id) = path.strip_prefix("/webhooks/").and_then(single) {
             return Route::Webhook(id);
         }
-        if let Some(p) = path
-            .strip_prefix("/api/v1/integrations/webhooks/")
-            .and_then(single)
-        {
+        if let Some(p) = path.strip_prefix("/api/v1/integrations/webhooks/").and_then(single) {
             return Route::DefaultWebhook(p);
         }
         match path {
@@ -78,18 +75,14 @@ impl<'a> Route<'a> {
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     r
 }
 
 fn rejection_response(rejection: &Rejection, retry_after_s: u64) -> Response<Full<Bytes>> {
     let mut r = text(rejection.status(), rejection.public_message());
     if let Rejection::Unavailable(_) = rejection {
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
     }
     r
 }
@@ -101,18 +94,14 @@ fn accepted(source: Source) -> Response<Full<Bytes>> {
     match source {
         Source::Twilio => {
             let mut r = Response::new(Full::new(Bytes::from_static(EMPTY_TWIML.as_bytes())));
-            r.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/xml"));
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/xml"));
             r
         }
         _ => Response::new(Full::new(Bytes::new())),
     }
 }
 
-pub async fn handle(
-    state: Arc<AppState>,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_owned();
     let route = Route::parse(&path);
     let response = match route {
@@ -120,10 +109,7 @@ pub async fn handle(
         Route::Readyz => readyz(&state),
         Route::Metrics => {
             let mut r = Response::new(Full::new(Bytes::from(state.metrics.encode())));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(hookline_shared::metrics::CONTENT_TYPE),
-            );
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(hookline_shared::metrics::CONTENT_TYPE));
             r
         }
         Route::NotFound => text(StatusCode::NOT_FOUND, "not found\n"),
@@ -135,10 +121,7 @@ pub async fn handle(
                 http.route = route.name(),
                 http.response.status_code = tracing::field::Empty,
             );
-            let traceparent = req
-                .headers()
-                .get("traceparent")
-                .and_then(|v| v.to_str().ok());
+            let traceparent = req.headers().get("traceparent").and_then(|v| v.to_str().ok());
             telemetry::set_parent(&span, traceparent);
             webhook(state, route, req).instrument(span).await
         }
@@ -158,19 +141,12 @@ fn readyz(state: &AppState) -> Response<Full<Bytes>> {
     }
 }
 
-async fn webhook(
-    state: Arc<AppState>,
-    route: Route<'_>,
-    req: Request<Incoming>,
-) -> Response<Full<Bytes>> {
+async fn webhook(state: Arc<AppState>, route: Route<'_>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let started = Instant::now();
     let received_at = timefmt::now_rfc3339();
     let channel = match route {
         Route::Webhook(id) => state.channels.get(id).ok_or(Rejection::UnknownChannel),
-        Route::DefaultWebhook(platform) => state
-            .channels
-            .default_for(platform)
-            .ok_or(Rejection::NoDefaultChannel),
+        Route::DefaultWebhook(platform) => state.channels.default_for(platform).ok_or(Rejection::NoDefaultChannel),
         _ => Err(Rejection::NoRoute),
     };
     let span = tracing::Span::current();
@@ -191,10 +167,7 @@ async fn webhook(
                     state
                         .metrics
                         .signature_failures
-                        .get_or_create(&SignatureFailureLabels {
-                            source: source_label,
-                            reason: e.reason(),
-                        })
+                        .get_or_create(&SignatureFailureLabels { source: source_label, reason: e.reason() })
                         .inc();
                     tracing::warn!(reason = e.reason(), error = %e, "webhook refused: invalid signature");
                 }
@@ -208,18 +181,8 @@ async fn webhook(
     };
     let status = response.status().as_u16();
     span.record("http.response.status_code", status);
-    state
-        .metrics
-        .ingest_requests
-        .get_or_create(&RequestLabels {
-            source: source_label,
-            status,
-        })
-        .inc();
-    state
-        .metrics
-        .request_duration
-        .observe(started.elapsed().as_secs_f64());
+    state.metrics.ingest_requests.get_or_create(&RequestLabels { source: source_label, status }).inc();
+    state.metrics.request_duration.observe(started.elapsed().as_secs_f64());
     response
 }
 
@@ -235,59 +198,35 @@ async fn serve_channel(
         if !channel.source.has_meta_handshake() {
             return Err(Rejection::MethodNotAllowed);
         }
-        let challenge = verify::meta_handshake(channel, parts.uri.query().unwrap_or(""))
-            .ok_or(Rejection::HandshakeRefused)?;
+        let challenge = verify::meta_handshake(channel, parts.uri.query().unwrap_or("")).ok_or(Rejection::HandshakeRefused)?;
         tracing::info!("Meta subscription handshake accepted");
         let mut r = Response::new(Full::new(Bytes::from(challenge.into_owned())));
-        r.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         return Ok(r);
     }
     if parts.method != Method::POST {
         return Err(Rejection::MethodNotAllowed);
     }
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > state.max_body_bytes as u64) {
         return Err(Rejection::TooLarge);
     }
-    let body = match tokio::time::timeout(
-        state.body_read_timeout,
-        Limited::new(body, state.max_body_bytes).collect(),
-    )
-    .await
-    {
+    let body = match tokio::time::timeout(state.body_read_timeout, Limited::new(body, state.max_body_bytes).collect()).await {
         Err(_) => return Err(Rejection::BodyTimeout),
-        Ok(Err(e))
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            return Err(Rejection::TooLarge)
-        }
+        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return Err(Rejection::TooLarge),
         Ok(Err(_)) => return Err(Rejection::BadBody),
         Ok(Ok(collected)) => collected.to_bytes(),
     };
     let query = parts.uri.query();
     let public_url = match channel.source {
         Source::Twilio => {
-            let pq = parts
-                .uri
-                .path_and_query()
-                .map_or(parts.uri.path(), |pq| pq.as_str());
+            let pq = parts.uri.path_and_query().map_or(parts.uri.path(), |pq| pq.as_str());
             format!("{}{pq}", state.public_base)
         }
         _ => String::new(),
     };
-    let signed = SignedRequest {
-        headers: &parts.headers,
-        body: &body,
-        query,
-        public_url: &public_url,
-        now: time::OffsetDateTime::now_utc(),
-    };
+    let signed =
+        SignedRequest { headers: &parts.headers, body: &body, query, public_url: &public_url, now: time::OffsetDateTime::now_utc() };
     verify::verify(channel, &signed, &state.tolerances)?;
 
     // The publish runs in its own task: a client that hangs up mid-request does not cancel a
@@ -295,16 +234,9 @@ async fn serve_channel(
     let publisher = state.publisher.clone();
     let channel_for_task = channel.clone();
     let received_at = received_at.to_string();
-    let content_type = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
     let query = query.map(str::to_string);
-    let incoming = parts
-        .headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok());
+    let incoming = parts.headers.get("traceparent").and_then(|v| v.to_str().ok());
     let traceparent = telemetry::traceparent(span, incoming);
     let task = tokio::spawn(
         async move {
@@ -327,9 +259,7 @@ async fn serve_channel(
         Ok(result) => result?,
         Err(join) => {
             tracing::error!(error = %join, "publish task failed");
-            return Err(Rejection::Unavailable(
-                crate::publish::PublishError::Refused("publish task failed".into()),
-            ));
+            return Err(Rejection::Unavailable(crate::publish::PublishError::Refused("publish task failed".into())));
         }
     };
     tracing::debug!(duplicate = !stored, "webhook stored");
@@ -342,16 +272,10 @@ mod tests {
 
     #[test]
     fn routes_take_exactly_one_segment() {
-        assert!(matches!(
-            Route::parse("/webhooks/abc"),
-            Route::Webhook("abc")
-        ));
+        assert!(matches!(Route::parse("/webhooks/abc"), Route::Webhook("abc")));
         assert!(matches!(Route::parse("/webhooks/"), Route::NotFound));
         assert!(matches!(Route::parse("/webhooks/a/b"), Route::NotFound));
-        assert!(matches!(
-            Route::parse("/api/v1/integrations/webhooks/whatsapp"),
-            Route::DefaultWebhook("whatsapp")
-        ));
+        assert!(matches!(Route::parse("/api/v1/integrations/webhooks/whatsapp"), Route::DefaultWebhook("whatsapp")));
         assert!(matches!(Route::parse("/readyz"), Route::Readyz));
         assert!(matches!(Route::parse("/metricsx"), Route::NotFound));
     }

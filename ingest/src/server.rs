@@ -23,10 +23,7 @@ pub async fn serve(
 ) {
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout)
-        .keep_alive(true);
+    builder.timer(TokioTimer::new()).header_read_timeout(header_read_timeout).keep_alive(true);
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -43,10 +40,7 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
-        let conn = builder.serve_connection(
-            TokioIo::new(stream),
-            service_fn(move |req| handle(state.clone(), req)),
-        );
+        let conn = builder.serve_connection(TokioIo::new(stream), service_fn(move |req| handle(state.clone(), req)));
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
@@ -56,10 +50,7 @@ pub async fn serve(
     }
     drop(listener);
     state.shutting_down.store(true, Ordering::Release);
-    tracing::info!(
-        in_flight = graceful.count(),
-        "ingest stopped accepting; draining"
-    );
+    tracing::info!(in_flight = graceful.count(), "ingest stopped accepting; draining");
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("ingest drained"),
         _ = tokio::time::sleep(grace) => tracing::warn!(?grace, "ingest drain deadline passed; closing the remaining connections"),

@@ -27,9 +27,7 @@ pub struct ChannelDecl {
 
 impl ChannelDecl {
     pub fn platform_or_default(&self) -> &str {
-        self.platform
-            .as_deref()
-            .unwrap_or_else(|| self.source.platforms()[0])
+        self.platform.as_deref().unwrap_or_else(|| self.source.platforms()[0])
     }
 
     pub fn to_record(&self, keyring: &Keyring, now: OffsetDateTime) -> ChannelRecord {
@@ -42,10 +40,7 @@ impl ChannelDecl {
             default: self.default,
             secret: keyring.seal(&self.secret, &self.id),
             previous_secret: None,
-            verify_token: self
-                .verify_token
-                .as_ref()
-                .map(|t| keyring.seal(t, &self.id)),
+            verify_token: self.verify_token.as_ref().map(|t| keyring.seal(t, &self.id)),
             settings: self.settings.clone(),
             updated_at: now,
         }
@@ -93,39 +88,25 @@ pub enum ChannelError {
 impl ChannelRecord {
     /// Opens the secrets: the in-memory channel ingest verifies with.
     pub fn open(&self, keyring: &Keyring) -> Result<Channel, ChannelError> {
-        let crypto = |source| ChannelError::Crypto {
-            id: self.id.clone(),
-            source,
-        };
+        let crypto = |source| ChannelError::Crypto { id: self.id.clone(), source };
         let secret = keyring.open(&self.secret, &self.id).map_err(crypto)?;
         let previous = match &self.previous_secret {
-            Some(p) => Some((
-                keyring.open(&p.secret, &self.id).map_err(crypto)?,
-                p.expires_at,
-            )),
+            Some(p) => Some((keyring.open(&p.secret, &self.id).map_err(crypto)?, p.expires_at)),
             None => None,
         };
         let verify_token = match &self.verify_token {
             Some(t) => Some(keyring.open(t, &self.id).map_err(crypto)?),
             None => None,
         };
-        let settings =
-            ChannelSettings::from_map(self.source, &self.settings).map_err(|message| {
-                ChannelError::Settings {
-                    id: self.id.clone(),
-                    message,
-                }
-            })?;
+        let settings = ChannelSettings::from_map(self.source, &self.settings)
+            .map_err(|message| ChannelError::Settings { id: self.id.clone(), message })?;
         Ok(Channel {
             id: self.id.clone(),
             tenant_id: self.tenant_id.clone(),
             source: self.source,
             platform: self.platform.clone(),
             default: self.default,
-            secrets: ChannelSecrets {
-                current: secret,
-                previous,
-            },
+            secrets: ChannelSecrets { current: secret, previous },
             verify_token,
             settings,
         })
@@ -142,20 +123,12 @@ pub struct ChannelSecrets {
 
 impl ChannelSecrets {
     pub fn single(secret: Secret) -> Self {
-        ChannelSecrets {
-            current: secret,
-            previous: None,
-        }
+        ChannelSecrets { current: secret, previous: None }
     }
 
     /// The secrets valid at `now`, current first.
     pub fn valid_at(&self, now: OffsetDateTime) -> impl Iterator<Item = &Secret> {
-        std::iter::once(&self.current).chain(
-            self.previous
-                .as_ref()
-                .filter(|(_, expires)| now < *expires)
-                .map(|(s, _)| s),
-        )
+        std::iter::once(&self.current).chain(self.previous.as_ref().filter(|(_, expires)| now < *expires).map(|(s, _)| s))
     }
 }
 
@@ -175,10 +148,7 @@ pub struct ChannelSettings {
 }
 
 impl ChannelSettings {
-    pub fn from_map(
-        source: Source,
-        map: &serde_json::Map<String, serde_json::Value>,
-    ) -> Result<Self, String> {
+    pub fn from_map(source: Source, map: &serde_json::Map<String, serde_json::Value>) -> Result<Self, String> {
         let text = |key: &str| -> Result<Option<&str>, String> {
             match map.get(key) {
                 None => Ok(None),
@@ -198,15 +168,9 @@ impl ChannelSettings {
                         }
                     }
                     "signature" => Dialog360Auth::Signature,
-                    other => {
-                        return Err(format!(
-                            "auth {other:?}: expected \"header\" or \"signature\""
-                        ))
-                    }
+                    other => return Err(format!("auth {other:?}: expected \"header\" or \"signature\"")),
                 };
-                Ok(ChannelSettings {
-                    dialog360: Some(auth),
-                })
+                Ok(ChannelSettings { dialog360: Some(auth) })
             }
             _ => Ok(ChannelSettings::default()),
         }
@@ -214,10 +178,7 @@ impl ChannelSettings {
 }
 
 fn http_header_name_ok(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// A channel as ingest holds it: secrets opened, settings parsed.
@@ -240,10 +201,7 @@ mod tests {
     use time::Duration;
 
     fn keyring() -> Keyring {
-        Keyring::new(
-            SecretsKey::from_base64(&generate_key_base64().expect("rng")).expect("key"),
-            vec![],
-        )
+        Keyring::new(SecretsKey::from_base64(&generate_key_base64().expect("rng")).expect("key"), vec![])
     }
 
     #[test]
@@ -262,10 +220,7 @@ mod tests {
         };
         let record = decl.to_record(&ring, OffsetDateTime::now_utc());
         let json = serde_json::to_string(&record).expect("serialize");
-        assert!(
-            !json.contains("tok_123"),
-            "the bucket must not hold plaintext: {json}"
-        );
+        assert!(!json.contains("tok_123"), "the bucket must not hold plaintext: {json}");
         let back: ChannelRecord = serde_json::from_str(&json).expect("parse");
         let channel = back.open(&ring).expect("opens");
         assert_eq!(channel.secrets.current.expose(), "tok_123");
@@ -276,16 +231,8 @@ mod tests {
     #[test]
     fn the_previous_secret_is_valid_only_until_it_expires() {
         let now = OffsetDateTime::now_utc();
-        let secrets = ChannelSecrets {
-            current: Secret::new("new"),
-            previous: Some((Secret::new("old"), now + Duration::seconds(10))),
-        };
-        let at = |t| {
-            secrets
-                .valid_at(t)
-                .map(|s| s.expose().to_string())
-                .collect::<Vec<_>>()
-        };
+        let secrets = ChannelSecrets { current: Secret::new("new"), previous: Some((Secret::new("old"), now + Duration::seconds(10))) };
+        let at = |t| secrets.valid_at(t).map(|s| s.expose().to_string()).collect::<Vec<_>>();
         assert_eq!(at(now), ["new", "old"]);
         assert_eq!(at(now + Duration::seconds(11)), ["new"]);
     }
@@ -294,19 +241,12 @@ mod tests {
     fn dialog360_settings_default_to_the_authorization_header() {
         let empty = serde_json::Map::new();
         assert_eq!(
-            ChannelSettings::from_map(Source::Dialog360, &empty)
-                .expect("ok")
-                .dialog360,
+            ChannelSettings::from_map(Source::Dialog360, &empty).expect("ok").dialog360,
             Some(Dialog360Auth::Header("authorization".into()))
         );
         let mut sig = serde_json::Map::new();
         sig.insert("auth".into(), "signature".into());
-        assert_eq!(
-            ChannelSettings::from_map(Source::Dialog360, &sig)
-                .expect("ok")
-                .dialog360,
-            Some(Dialog360Auth::Signature)
-        );
+        assert_eq!(ChannelSettings::from_map(Source::Dialog360, &sig).expect("ok").dialog360, Some(Dialog360Auth::Signature));
         let mut bad = serde_json::Map::new();
         bad.insert("header_name".into(), "not a header".into());
         assert!(ChannelSettings::from_map(Source::Dialog360, &bad).is_err());

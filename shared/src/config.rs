@@ -146,12 +146,7 @@ fn secrets_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Secret>, D
     }
     Ok(match OneOrMany::deserialize(d)? {
         OneOrMany::Many(v) => v,
-        OneOrMany::One(s) => s
-            .split(',')
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .map(str::to_string)
-            .collect(),
+        OneOrMany::One(s) => s.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_string).collect(),
     }
     .into_iter()
     .map(Secret::new)
@@ -210,19 +205,13 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError {
-            key: key.into(),
-            message: message.into(),
-        }
+        ConfigError { key: key.into(), message: message.into() }
     }
 }
 
 /// `ingest.max_body_bytes` → `HOOKLINE_INGEST__MAX_BODY_BYTES`
 pub fn env_name(key: &str) -> String {
-    format!(
-        "{ENV_PREFIX}{}",
-        key.replace('.', "__").to_ascii_uppercase()
-    )
+    format!("{ENV_PREFIX}{}", key.replace('.', "__").to_ascii_uppercase())
 }
 
 impl fmt::Display for ConfigError {
@@ -232,13 +221,7 @@ impl fmt::Display for ConfigError {
         } else if self.key.starts_with("channels") {
             write!(f, "configuration key {}: {}", self.key, self.message)
         } else {
-            write!(
-                f,
-                "configuration key {} ({}): {}",
-                self.key,
-                env_name(&self.key),
-                self.message
-            )
+            write!(f, "configuration key {} ({}): {}", self.key, env_name(&self.key), self.message)
         }
     }
 }
@@ -260,24 +243,16 @@ impl Config {
     }
 
     /// As `load`, with the environment given (for tests).
-    pub fn load_with_env(
-        sources: &Sources,
-        vars: &[(String, String)],
-    ) -> Result<Config, ConfigError> {
+    pub fn load_with_env(sources: &Sources, vars: &[(String, String)]) -> Result<Config, ConfigError> {
         let mut figment = Figment::from(Toml::string(DEFAULTS));
         match &sources.file {
             Some(path) => {
                 if !path.exists() {
-                    return Err(ConfigError::new(
-                        "",
-                        format!("the configuration file {} does not exist", path.display()),
-                    ));
+                    return Err(ConfigError::new("", format!("the configuration file {} does not exist", path.display())));
                 }
                 figment = figment.merge(Toml::file_exact(path));
             }
-            None if Path::new("hookline.toml").is_file() => {
-                figment = figment.merge(Toml::file_exact("hookline.toml"))
-            }
+            None if Path::new("hookline.toml").is_file() => figment = figment.merge(Toml::file_exact("hookline.toml")),
             None => {}
         }
         for (key, value) in seed_variables(vars)? {
@@ -297,49 +272,26 @@ impl Config {
         if let Some(url) = &self.nats.url {
             validate_nats_urls(url).map_err(|m| ConfigError::new("nats.url", m))?;
         }
-        validate_http_url(&self.ingest.public_url)
-            .map_err(|m| ConfigError::new("ingest.public_url", m))?;
+        validate_http_url(&self.ingest.public_url).map_err(|m| ConfigError::new("ingest.public_url", m))?;
         if let Some(endpoint) = &self.telemetry.otlp_endpoint {
-            validate_http_url(endpoint)
-                .map_err(|m| ConfigError::new("telemetry.otlp_endpoint", m))?;
+            validate_http_url(endpoint).map_err(|m| ConfigError::new("telemetry.otlp_endpoint", m))?;
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ConfigError::new("log.level", format!("not a log filter: {e}")))?;
         let positive = [
             ("ingest.max_body_bytes", self.ingest.max_body_bytes as u64),
-            (
-                "ingest.header_read_timeout_ms",
-                self.ingest.header_read_timeout_ms,
-            ),
-            (
-                "ingest.body_read_timeout_ms",
-                self.ingest.body_read_timeout_ms,
-            ),
-            (
-                "ingest.publish_ack_timeout_ms",
-                self.ingest.publish_ack_timeout_ms,
-            ),
+            ("ingest.header_read_timeout_ms", self.ingest.header_read_timeout_ms),
+            ("ingest.body_read_timeout_ms", self.ingest.body_read_timeout_ms),
+            ("ingest.publish_ack_timeout_ms", self.ingest.publish_ack_timeout_ms),
             ("ingest.retry_after_s", self.ingest.retry_after_s),
             ("nats.connect_timeout_ms", self.nats.connect_timeout_ms),
             ("normalizer.batch_size", self.normalizer.batch_size as u64),
-            (
-                "normalizer.max_in_flight",
-                self.normalizer.max_in_flight as u64,
-            ),
+            ("normalizer.max_in_flight", self.normalizer.max_in_flight as u64),
             ("normalizer.ack_wait_s", self.normalizer.ack_wait_s),
             ("normalizer.retry_delay_ms", self.normalizer.retry_delay_ms),
-            (
-                "normalizer.publish_ack_timeout_ms",
-                self.normalizer.publish_ack_timeout_ms,
-            ),
-            (
-                "ingest.webchat_tolerance_s",
-                self.ingest.webchat_tolerance_s.max(0) as u64,
-            ),
-            (
-                "ingest.mercadopago_tolerance_s",
-                self.ingest.mercadopago_tolerance_s.max(0) as u64,
-            ),
+            ("normalizer.publish_ack_timeout_ms", self.normalizer.publish_ack_timeout_ms),
+            ("ingest.webchat_tolerance_s", self.ingest.webchat_tolerance_s.max(0) as u64),
+            ("ingest.mercadopago_tolerance_s", self.ingest.mercadopago_tolerance_s.max(0) as u64),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -347,116 +299,68 @@ impl Config {
             }
         }
         if self.ingest.max_body_bytes > 64 * 1024 * 1024 {
-            return Err(ConfigError::new(
-                "ingest.max_body_bytes",
-                "must be at most 67108864 (64 MiB)",
-            ));
+            return Err(ConfigError::new("ingest.max_body_bytes", "must be at most 67108864 (64 MiB)"));
         }
-        for (name, limits) in [
-            ("raw", &self.streams.raw),
-            ("events", &self.streams.events),
-            ("dlq", &self.streams.dlq),
-        ] {
+        for (name, limits) in [("raw", &self.streams.raw), ("events", &self.streams.events), ("dlq", &self.streams.dlq)] {
             if !(1..=5).contains(&limits.replicas) {
-                return Err(ConfigError::new(
-                    format!("streams.{name}.replicas"),
-                    "must be 1 to 5",
-                ));
+                return Err(ConfigError::new(format!("streams.{name}.replicas"), "must be 1 to 5"));
             }
             if limits.max_bytes == 0 || limits.max_bytes < -1 {
-                return Err(ConfigError::new(
-                    format!("streams.{name}.max_bytes"),
-                    "must be -1 (no limit) or positive",
-                ));
+                return Err(ConfigError::new(format!("streams.{name}.max_bytes"), "must be -1 (no limit) or positive"));
             }
             if limits.duplicate_window_s == 0 {
-                return Err(ConfigError::new(
-                    format!("streams.{name}.duplicate_window_s"),
-                    "must be greater than 0",
-                ));
+                return Err(ConfigError::new(format!("streams.{name}.duplicate_window_s"), "must be greater than 0"));
             }
             if limits.max_age_s != 0 && limits.duplicate_window_s > limits.max_age_s {
-                return Err(ConfigError::new(
-                    format!("streams.{name}.duplicate_window_s"),
-                    "must not exceed max_age_s",
-                ));
+                return Err(ConfigError::new(format!("streams.{name}.duplicate_window_s"), "must not exceed max_age_s"));
             }
         }
         if !(1..=5).contains(&self.streams.channels.replicas) {
-            return Err(ConfigError::new(
-                "streams.channels.replicas",
-                "must be 1 to 5",
-            ));
+            return Err(ConfigError::new("streams.channels.replicas", "must be 1 to 5"));
         }
         if let Some(url) = &self.forwarder.target_url {
             validate_http_url(url).map_err(|m| ConfigError::new("forwarder.target_url", m))?;
         }
         if self.forwarder.min_in_flight > self.forwarder.max_in_flight {
-            return Err(ConfigError::new(
-                "forwarder.min_in_flight",
-                "must not exceed forwarder.max_in_flight",
-            ));
+            return Err(ConfigError::new("forwarder.min_in_flight", "must not exceed forwarder.max_in_flight"));
         }
-        if self.forwarder.retry_schedule_s.is_empty()
-            || self.forwarder.retry_schedule_s.contains(&0)
-        {
-            return Err(ConfigError::new(
-                "forwarder.retry_schedule_s",
-                "must list at least one delay, each greater than 0",
-            ));
+        if self.forwarder.retry_schedule_s.is_empty() || self.forwarder.retry_schedule_s.contains(&0) {
+            return Err(ConfigError::new("forwarder.retry_schedule_s", "must list at least one delay, each greater than 0"));
         }
         if !(0.0..=1.0).contains(&self.forwarder.retry_jitter) {
-            return Err(ConfigError::new(
-                "forwarder.retry_jitter",
-                "must be between 0 and 1",
-            ));
+            return Err(ConfigError::new("forwarder.retry_jitter", "must be between 0 and 1"));
         }
-        for (key, secret) in [
-            ("forwarder.signing_secret", &self.forwarder.signing_secret),
-            ("sink.signing_secret", &self.sink.signing_secret),
-        ] {
+        for (key, secret) in
+            [("forwarder.signing_secret", &self.forwarder.signing_secret), ("sink.signing_secret", &self.sink.signing_secret)]
+        {
             if let Some(secret) = secret {
                 if !secret.expose().starts_with("whsec_") {
-                    return Err(ConfigError::new(
-                        key,
-                        "must be a Standard Webhooks secret: whsec_ followed by base64",
-                    ));
+                    return Err(ConfigError::new(key, "must be a Standard Webhooks secret: whsec_ followed by base64"));
                 }
-                crate::standard_webhooks::key_bytes(secret)
-                    .map_err(|e| ConfigError::new(key, e.to_string()))?;
+                crate::standard_webhooks::key_bytes(secret).map_err(|e| ConfigError::new(key, e.to_string()))?;
             }
         }
         if let Some(url) = &self.database.url {
-            let ok = url::Url::parse(url.expose())
-                .is_ok_and(|u| matches!(u.scheme(), "postgres" | "postgresql"));
+            let ok = url::Url::parse(url.expose()).is_ok_and(|u| matches!(u.scheme(), "postgres" | "postgresql"));
             if !ok {
                 return Err(ConfigError::new("database.url", "not a postgres:// URL"));
             }
         }
         for (key, url) in [
-            (
-                "setup_api.telegram_api_url",
-                &self.setup_api.telegram_api_url,
-            ),
+            ("setup_api.telegram_api_url", &self.setup_api.telegram_api_url),
             ("setup_api.graph_api_url", &self.setup_api.graph_api_url),
             ("setup_api.twilio_api_url", &self.setup_api.twilio_api_url),
         ] {
             validate_http_url(url).map_err(|m| ConfigError::new(key, m))?;
         }
         if self.setup_api.tokens.iter().any(|t| t.expose().len() < 16) {
-            return Err(ConfigError::new(
-                "setup_api.tokens",
-                "each token must be at least 16 characters",
-            ));
+            return Err(ConfigError::new("setup_api.tokens", "each token must be at least 16 characters"));
         }
         if let Some(key) = &self.secrets.key {
-            SecretsKey::from_base64(key)
-                .map_err(|e| ConfigError::new("secrets.key", e.to_string()))?;
+            SecretsKey::from_base64(key).map_err(|e| ConfigError::new("secrets.key", e.to_string()))?;
         }
         for (i, key) in self.secrets.previous_keys.iter().enumerate() {
-            SecretsKey::from_base64(key).map_err(|e| {
-                ConfigError::new(format!("secrets.previous_keys.{i}"), e.to_string())
-            })?;
+            SecretsKey::from_base64(key).map_err(|e| ConfigError::new(format!("secrets.previous_keys.{i}"), e.to_string()))?;
         }
         self.validate_channels()
     }
@@ -470,76 +374,51 @@ impl Config {
                 return Err(ConfigError::new(key("id"), "1 to 64 of A-Z a-z 0-9 _ -"));
             }
             if !ids.insert(ch.id.as_str()) {
-                return Err(ConfigError::new(
-                    key("id"),
-                    format!("{:?} is declared twice", ch.id),
-                ));
+                return Err(ConfigError::new(key("id"), format!("{:?} is declared twice", ch.id)));
             }
             if !names::is_valid_id(&ch.tenant_id) {
-                return Err(ConfigError::new(
-                    key("tenant_id"),
-                    "1 to 64 of A-Z a-z 0-9 _ -",
-                ));
+                return Err(ConfigError::new(key("tenant_id"), "1 to 64 of A-Z a-z 0-9 _ -"));
             }
             let platform = ch.platform_or_default();
             if !ch.source.platforms().contains(&platform) {
                 return Err(ConfigError::new(
                     key("platform"),
-                    format!(
-                        "{platform:?} is not a platform of source {}: expected one of {:?}",
-                        ch.source,
-                        ch.source.platforms()
-                    ),
+                    format!("{platform:?} is not a platform of source {}: expected one of {:?}", ch.source, ch.source.platforms()),
                 ));
             }
             if ch.secret.is_empty() {
                 return Err(ConfigError::new(key("secret"), "must not be empty"));
             }
             if ch.source == Source::Webchat {
-                crate::standard_webhooks::key_bytes(&ch.secret)
-                    .map_err(|e| ConfigError::new(key("secret"), e.to_string()))?;
+                crate::standard_webhooks::key_bytes(&ch.secret).map_err(|e| ConfigError::new(key("secret"), e.to_string()))?;
             }
             if ch.default && !defaults.insert(platform) {
-                return Err(ConfigError::new(
-                    key("default"),
-                    format!("another channel is already the default for platform {platform}"),
-                ));
+                return Err(ConfigError::new(key("default"), format!("another channel is already the default for platform {platform}")));
             }
-            crate::channel::ChannelSettings::from_map(ch.source, &ch.settings)
-                .map_err(|m| ConfigError::new(key("settings"), m))?;
+            crate::channel::ChannelSettings::from_map(ch.source, &ch.settings).map_err(|m| ConfigError::new(key("settings"), m))?;
         }
         if !self.channels.is_empty() && self.secrets.key.is_none() {
-            return Err(ConfigError::new(
-                "secrets.key",
-                "channels are declared, so a key to encrypt their secrets is required",
-            ));
+            return Err(ConfigError::new("secrets.key", "channels are declared, so a key to encrypt their secrets is required"));
         }
         Ok(())
     }
 
     /// The NATS URL, required by every role but `up`.
     pub fn require_nats_url(&self) -> Result<&str, ConfigError> {
-        self.nats
-            .url
-            .as_deref()
-            .ok_or_else(|| ConfigError::new("nats.url", "required: the NATS server(s) to use"))
+        self.nats.url.as_deref().ok_or_else(|| ConfigError::new("nats.url", "required: the NATS server(s) to use"))
     }
 
     /// The keyring of `secrets.key` and `secrets.previous_keys`.
     pub fn keyring(&self) -> Result<Keyring, ConfigError> {
-        let key = self.secrets.key.as_ref().ok_or_else(|| {
-            ConfigError::new(
-                "secrets.key",
-                "required: the base64 32-byte key that encrypts channel secrets",
-            )
-        })?;
-        let current = SecretsKey::from_base64(key)
-            .map_err(|e| ConfigError::new("secrets.key", e.to_string()))?;
+        let key = self
+            .secrets
+            .key
+            .as_ref()
+            .ok_or_else(|| ConfigError::new("secrets.key", "required: the base64 32-byte key that encrypts channel secrets"))?;
+        let current = SecretsKey::from_base64(key).map_err(|e| ConfigError::new("secrets.key", e.to_string()))?;
         let mut previous = Vec::new();
         for (i, k) in self.secrets.previous_keys.iter().enumerate() {
-            previous.push(SecretsKey::from_base64(k).map_err(|e| {
-                ConfigError::new(format!("secrets.previous_keys.{i}"), e.to_string())
-            })?);
+            previous.push(SecretsKey::from_base64(k).map_err(|e| ConfigError::new(format!("secrets.previous_keys.{i}"), e.to_string()))?);
         }
         Ok(Keyring::new(current, previous))
     }
@@ -553,9 +432,7 @@ impl figment::Provider for PrefixedEnv {
     fn metadata(&self) -> figment::Metadata {
         figment::Metadata::named("HOOKLINE_ environment variable(s)")
     }
-    fn data(
-        &self,
-    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+    fn data(&self) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
         let mut figment = Figment::new();
         for (k, v) in &self.0 {
             let Some(rest) = k.strip_prefix(ENV_PREFIX) else {
@@ -565,9 +442,7 @@ impl figment::Provider for PrefixedEnv {
             if key.ends_with("_file") || key.is_empty() {
                 continue;
             }
-            let value: figment::value::Value = v
-                .parse()
-                .unwrap_or_else(|_| figment::value::Value::from(v.clone()));
+            let value: figment::value::Value = v.parse().unwrap_or_else(|_| figment::value::Value::from(v.clone()));
             figment = figment.merge(Serialized::default(&key, value));
         }
         figment.data()
@@ -577,11 +452,7 @@ impl figment::Provider for PrefixedEnv {
 /// The seed services' variable names, as dotted keys.
 fn seed_variables(vars: &[(String, String)]) -> Result<Vec<(String, String)>, ConfigError> {
     let mut out = Vec::new();
-    let get = |name: &str| {
-        vars.iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
+    let get = |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     if let Some(url) = get("MESSAGING_SERVICE_URL") {
         out.push(("forwarder.target_url".to_string(), url.to_string()));
     }
@@ -592,24 +463,14 @@ fn seed_variables(vars: &[(String, String)]) -> Result<Vec<(String, String)>, Co
         out.push(("database.url".to_string(), url.to_string()));
     } else if let Some(host) = get("DB_HOST") {
         let user = get("DB_USER").unwrap_or("postgres");
-        let password = get("DB_PASSWORD")
-            .map(|p| format!(":{}", utf8_percent(p)))
-            .unwrap_or_default();
+        let password = get("DB_PASSWORD").map(|p| format!(":{}", utf8_percent(p))).unwrap_or_default();
         let port = get("DB_PORT").unwrap_or("5432");
         let name = get("DB_NAME").unwrap_or("hookline");
-        out.push((
-            "database.url".to_string(),
-            format!(
-                "postgres://{}{password}@{host}:{port}/{name}",
-                utf8_percent(user)
-            ),
-        ));
+        out.push(("database.url".to_string(), format!("postgres://{}{password}@{host}:{port}/{name}", utf8_percent(user))));
     }
     for (k, v) in vars {
         if k == "PORT" {
-            let port: u16 = v.parse().map_err(|_| {
-                ConfigError::new("ingest.listen", format!("PORT={v:?} is not a port number"))
-            })?;
+            let port: u16 = v.parse().map_err(|_| ConfigError::new("ingest.listen", format!("PORT={v:?} is not a port number")))?;
             out.push(("ingest.listen".to_string(), format!("0.0.0.0:{port}")));
         }
     }
@@ -620,9 +481,7 @@ fn seed_variables(vars: &[(String, String)]) -> Result<Vec<(String, String)>, Co
 fn utf8_percent(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -639,12 +498,8 @@ fn file_variables(vars: &[(String, String)]) -> Result<Vec<(String, String)>, Co
             continue;
         };
         let key = stem.to_ascii_lowercase().replace("__", ".");
-        let value = std::fs::read_to_string(Path::new(path)).map_err(|e| {
-            ConfigError::new(
-                key.clone(),
-                format!("cannot read the file named by {k}: {e}"),
-            )
-        })?;
+        let value = std::fs::read_to_string(Path::new(path))
+            .map_err(|e| ConfigError::new(key.clone(), format!("cannot read the file named by {k}: {e}")))?;
         out.push((key, value.trim_end_matches(['\r', '\n']).to_string()));
     }
     Ok(out)
@@ -691,19 +546,10 @@ fn validate_nats_urls(s: &str) -> Result<(), String> {
         if part.is_empty() {
             return Err("an empty server in the list".to_string());
         }
-        let with_scheme = if part.contains("://") {
-            part.to_string()
-        } else {
-            format!("nats://{part}")
-        };
+        let with_scheme = if part.contains("://") { part.to_string() } else { format!("nats://{part}") };
         match url::Url::parse(&with_scheme) {
             Ok(u) if ["nats", "tls", "ws", "wss"].contains(&u.scheme()) && u.host().is_some() => {}
-            _ => {
-                return Err(format!(
-                    "{:?} is not a NATS server address",
-                    crate::jetstream::redact_url(part)
-                ))
-            }
+            _ => return Err(format!("{:?} is not a NATS server address", crate::jetstream::redact_url(part))),
         }
     }
     Ok(())
@@ -720,10 +566,7 @@ mod tests {
             std::fs::write(&path, t).expect("write config");
             path
         });
-        let vars: Vec<(String, String)> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let vars: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::load_with_env(&Sources { file }, &vars)
     }
 
@@ -744,10 +587,7 @@ mod tests {
     fn env_overrides_file_overrides_defaults() {
         let c = load(
             Some("[ingest]\nmax_body_bytes = 2048\nlisten = \"127.0.0.1:1\"\n"),
-            &[
-                ("HOOKLINE_INGEST__LISTEN", "127.0.0.1:9999"),
-                ("HOOKLINE_NATS__URL", "nats://127.0.0.1:4222"),
-            ],
+            &[("HOOKLINE_INGEST__LISTEN", "127.0.0.1:9999"), ("HOOKLINE_NATS__URL", "nats://127.0.0.1:4222")],
         )
         .expect("loads");
         assert_eq!(c.ingest.max_body_bytes, 2048);
@@ -757,19 +597,8 @@ mod tests {
 
     #[test]
     fn seed_port_is_accepted_and_hookline_variables_win() {
-        assert_eq!(
-            load(None, &[("PORT", "3000")])
-                .expect("loads")
-                .ingest
-                .listen
-                .to_string(),
-            "0.0.0.0:3000"
-        );
-        let c = load(
-            None,
-            &[("PORT", "3000"), ("HOOKLINE_INGEST__LISTEN", "127.0.0.1:1")],
-        )
-        .expect("loads");
+        assert_eq!(load(None, &[("PORT", "3000")]).expect("loads").ingest.listen.to_string(), "0.0.0.0:3000");
+        let c = load(None, &[("PORT", "3000"), ("HOOKLINE_INGEST__LISTEN", "127.0.0.1:1")]).expect("loads");
         assert_eq!(c.ingest.listen.to_string(), "127.0.0.1:1");
         let e = load(None, &[("PORT", "eighty")]).expect_err("refused");
         assert_eq!(e.key, "ingest.listen");
@@ -788,40 +617,15 @@ mod tests {
             ],
         )
         .expect("loads");
-        assert_eq!(
-            c.forwarder.target_url.as_deref(),
-            Some("https://msg.example.com/in")
-        );
-        assert_eq!(
-            c.database.url.as_ref().map(Secret::expose),
-            Some("postgres://app:p%40ss%3Aw%2Frd@db:5432/hooks")
-        );
+        assert_eq!(c.forwarder.target_url.as_deref(), Some("https://msg.example.com/in"));
+        assert_eq!(c.database.url.as_ref().map(Secret::expose), Some("postgres://app:p%40ss%3Aw%2Frd@db:5432/hooks"));
     }
 
     #[test]
     fn tokens_are_comma_separated_in_the_environment() {
-        let c = load(
-            None,
-            &[(
-                "HOOKLINE_SETUP_API__TOKENS",
-                "aaaaaaaaaaaaaaaa, bbbbbbbbbbbbbbbb",
-            )],
-        )
-        .expect("loads");
-        assert_eq!(
-            c.setup_api
-                .tokens
-                .iter()
-                .map(Secret::expose)
-                .collect::<Vec<_>>(),
-            ["aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb"]
-        );
-        assert_eq!(
-            load(None, &[("HOOKLINE_SETUP_API__TOKENS", "short")])
-                .expect_err("short")
-                .key,
-            "setup_api.tokens"
-        );
+        let c = load(None, &[("HOOKLINE_SETUP_API__TOKENS", "aaaaaaaaaaaaaaaa, bbbbbbbbbbbbbbbb")]).expect("loads");
+        assert_eq!(c.setup_api.tokens.iter().map(Secret::expose).collect::<Vec<_>>(), ["aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb"]);
+        assert_eq!(load(None, &[("HOOKLINE_SETUP_API__TOKENS", "short")]).expect_err("short").key, "setup_api.tokens");
     }
 
     #[test]
@@ -829,60 +633,23 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("key");
         std::fs::write(&path, format!("{KEY}\n")).expect("write");
-        let c = load(
-            None,
-            &[("HOOKLINE_SECRETS__KEY_FILE", path.to_str().expect("utf-8"))],
-        )
-        .expect("loads");
+        let c = load(None, &[("HOOKLINE_SECRETS__KEY_FILE", path.to_str().expect("utf-8"))]).expect("loads");
         assert_eq!(c.secrets.key.as_ref().map(Secret::expose), Some(KEY));
-        let e =
-            load(None, &[("HOOKLINE_SECRETS__KEY_FILE", "/nonexistent/key")]).expect_err("refused");
+        let e = load(None, &[("HOOKLINE_SECRETS__KEY_FILE", "/nonexistent/key")]).expect_err("refused");
         assert_eq!(e.key, "secrets.key");
     }
 
     #[test]
     fn errors_name_the_key_and_its_variable() {
         let cases: Vec<(Result<Config, ConfigError>, &str, &str)> = vec![
-            (
-                load(None, &[("HOOKLINE_INGEST__MAX_BODY_BYTES", "lots")]),
-                "ingest.max_body_bytes",
-                "HOOKLINE_INGEST__MAX_BODY_BYTES",
-            ),
-            (
-                load(Some("[ingest]\nlisen = \"x\"\n"), &[]),
-                "ingest.lisen",
-                "unknown key",
-            ),
-            (
-                load(None, &[("HOOKLINE_INGEST__PUBLIC_URL", "ftp://x")]),
-                "ingest.public_url",
-                "not an http(s) URL",
-            ),
-            (
-                load(None, &[("HOOKLINE_NATS__URL", "nats://")]),
-                "nats.url",
-                "not a NATS server address",
-            ),
-            (
-                load(None, &[("HOOKLINE_SECRETS__KEY", "c2hvcnQ=")]),
-                "secrets.key",
-                "32 bytes",
-            ),
-            (
-                load(None, &[("HOOKLINE_LOG__FORMAT", "xml")]),
-                "log.format",
-                "HOOKLINE_LOG__FORMAT",
-            ),
-            (
-                load(None, &[("HOOKLINE_INGEST__PUBLISH_ACK_TIMEOUT_MS", "0")]),
-                "ingest.publish_ack_timeout_ms",
-                "greater than 0",
-            ),
-            (
-                load(None, &[("HOOKLINE_STREAMS__RAW__REPLICAS", "7")]),
-                "streams.raw.replicas",
-                "1 to 5",
-            ),
+            (load(None, &[("HOOKLINE_INGEST__MAX_BODY_BYTES", "lots")]), "ingest.max_body_bytes", "HOOKLINE_INGEST__MAX_BODY_BYTES"),
+            (load(Some("[ingest]\nlisen = \"x\"\n"), &[]), "ingest.lisen", "unknown key"),
+            (load(None, &[("HOOKLINE_INGEST__PUBLIC_URL", "ftp://x")]), "ingest.public_url", "not an http(s) URL"),
+            (load(None, &[("HOOKLINE_NATS__URL", "nats://")]), "nats.url", "not a NATS server address"),
+            (load(None, &[("HOOKLINE_SECRETS__KEY", "c2hvcnQ=")]), "secrets.key", "32 bytes"),
+            (load(None, &[("HOOKLINE_LOG__FORMAT", "xml")]), "log.format", "HOOKLINE_LOG__FORMAT"),
+            (load(None, &[("HOOKLINE_INGEST__PUBLISH_ACK_TIMEOUT_MS", "0")]), "ingest.publish_ack_timeout_ms", "greater than 0"),
+            (load(None, &[("HOOKLINE_STREAMS__RAW__REPLICAS", "7")]), "streams.raw.replicas", "1 to 5"),
         ];
         for (result, key, fragment) in cases {
             let err = result.expect_err(key);
@@ -893,8 +660,7 @@ mod tests {
 
     #[test]
     fn a_bad_key_value_is_never_echoed() {
-        let err =
-            load(None, &[("HOOKLINE_SECRETS__KEY", "very-secret-but-wrong")]).expect_err("refused");
+        let err = load(None, &[("HOOKLINE_SECRETS__KEY", "very-secret-but-wrong")]).expect_err("refused");
         assert!(!err.to_string().contains("very-secret-but-wrong"), "{err}");
     }
 
@@ -904,21 +670,13 @@ mod tests {
         let ok = format!("{base}[[channels]]\nid = \"wa\"\ntenant_id = \"acme\"\nsource = \"whatsapp\"\nsecret = \"s\"\n");
         assert_eq!(load(Some(&ok), &[]).expect("loads").channels.len(), 1);
         let dup = format!("{ok}[[channels]]\nid = \"wa\"\ntenant_id = \"acme\"\nsource = \"telegram\"\nsecret = \"s\"\n");
-        assert_eq!(
-            load(Some(&dup), &[]).expect_err("dup").key,
-            "channels[1].id"
-        );
-        let bad_platform = format!("{base}[[channels]]\nid = \"t\"\ntenant_id = \"acme\"\nsource = \"telegram\"\nplatform = \"sms\"\nsecret = \"s\"\n");
-        assert_eq!(
-            load(Some(&bad_platform), &[]).expect_err("platform").key,
-            "channels[0].platform"
-        );
+        assert_eq!(load(Some(&dup), &[]).expect_err("dup").key, "channels[1].id");
+        let bad_platform =
+            format!("{base}[[channels]]\nid = \"t\"\ntenant_id = \"acme\"\nsource = \"telegram\"\nplatform = \"sms\"\nsecret = \"s\"\n");
+        assert_eq!(load(Some(&bad_platform), &[]).expect_err("platform").key, "channels[0].platform");
         let no_key = "[[channels]]\nid = \"wa\"\ntenant_id = \"acme\"\nsource = \"whatsapp\"\nsecret = \"s\"\n";
         assert_eq!(load(Some(no_key), &[]).expect_err("key").key, "secrets.key");
         let bad_source = format!("{base}[[channels]]\nid = \"x\"\ntenant_id = \"acme\"\nsource = \"fax\"\nsecret = \"s\"\n");
-        assert!(load(Some(&bad_source), &[])
-            .expect_err("source")
-            .key
-            .starts_with("channels"));
+        assert!(load(Some(&bad_source), &[]).expect_err("source").key.starts_with("channels"));
     }
 }

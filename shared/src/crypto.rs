@@ -46,21 +46,13 @@ pub struct SecretsKey {
 impl SecretsKey {
     /// Parses a base64 (standard alphabet) 32-byte key.
     pub fn from_base64(key: &Secret) -> Result<Self, CryptoError> {
-        let bytes = B64
-            .decode(key.expose().trim())
-            .map_err(|_| CryptoError::BadKey)?;
+        let bytes = B64.decode(key.expose().trim()).map_err(|_| CryptoError::BadKey)?;
         if bytes.len() != 32 {
             return Err(CryptoError::BadKey);
         }
         let cipher = Aes256Gcm::new_from_slice(&bytes).map_err(|_| CryptoError::BadKey)?;
-        let digest = Sha256::new()
-            .chain_update(b"hookline-key-id\0")
-            .chain_update(&bytes)
-            .finalize();
-        Ok(SecretsKey {
-            id: hex::encode(&digest[..6]),
-            cipher,
-        })
+        let digest = Sha256::new().chain_update(b"hookline-key-id\0").chain_update(&bytes).finalize();
+        Ok(SecretsKey { id: hex::encode(&digest[..6]), cipher })
     }
 
     pub fn id(&self) -> &str {
@@ -96,20 +88,10 @@ impl Keyring {
         let ct = self
             .current
             .cipher
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: plaintext.expose().as_bytes(),
-                    aad: context.as_bytes(),
-                },
-            )
+            .encrypt(&nonce, Payload { msg: plaintext.expose().as_bytes(), aad: context.as_bytes() })
             // AES-GCM encryption fails only for inputs over 64 GiB.
             .expect("AES-GCM encryption of a small secret");
-        Sealed {
-            kid: self.current.id.clone(),
-            nonce: B64.encode(nonce.as_slice()),
-            ct: B64.encode(ct),
-        }
+        Sealed { kid: self.current.id.clone(), nonce: B64.encode(nonce.as_slice()), ct: B64.encode(ct) }
     }
 
     /// Opens a sealed value bound to `context`.
@@ -118,24 +100,11 @@ impl Keyring {
             .chain(self.previous.iter())
             .find(|k| k.id == sealed.kid)
             .ok_or_else(|| CryptoError::UnknownKey(sealed.kid.clone()))?;
-        let nonce_bytes = B64
-            .decode(&sealed.nonce)
-            .map_err(|_| CryptoError::Malformed)?;
+        let nonce_bytes = B64.decode(&sealed.nonce).map_err(|_| CryptoError::Malformed)?;
         let nonce = Nonce::try_from(nonce_bytes.as_slice()).map_err(|_| CryptoError::Malformed)?;
         let ct = B64.decode(&sealed.ct).map_err(|_| CryptoError::Malformed)?;
-        let plain = key
-            .cipher
-            .decrypt(
-                &nonce,
-                Payload {
-                    msg: &ct,
-                    aad: context.as_bytes(),
-                },
-            )
-            .map_err(|_| CryptoError::Open)?;
-        String::from_utf8(plain)
-            .map(Secret::new)
-            .map_err(|_| CryptoError::Malformed)
+        let plain = key.cipher.decrypt(&nonce, Payload { msg: &ct, aad: context.as_bytes() }).map_err(|_| CryptoError::Open)?;
+        String::from_utf8(plain).map(Secret::new).map_err(|_| CryptoError::Malformed)
     }
 
     /// Whether `sealed` was sealed by an older key and should be sealed again.
@@ -157,10 +126,7 @@ mod tests {
         let ring = Keyring::new(key(), vec![]);
         let sealed = ring.seal(&Secret::new("app-secret-123"), "ch1");
         assert!(!sealed.ct.contains("app-secret-123"));
-        assert_eq!(
-            ring.open(&sealed, "ch1").expect("opens").expose(),
-            "app-secret-123"
-        );
+        assert_eq!(ring.open(&sealed, "ch1").expect("opens").expose(), "app-secret-123");
     }
 
     #[test]
@@ -178,10 +144,7 @@ mod tests {
         assert!(rotated.needs_reseal(&sealed));
         assert_eq!(rotated.open(&sealed, "c").expect("opens").expose(), "s");
         let without = Keyring::new(key(), vec![]);
-        assert!(matches!(
-            without.open(&sealed, "c"),
-            Err(CryptoError::UnknownKey(_))
-        ));
+        assert!(matches!(without.open(&sealed, "c"), Err(CryptoError::UnknownKey(_))));
     }
 
     #[test]

@@ -36,10 +36,7 @@ pub struct DeadLetter<'a> {
 }
 
 fn one_line(detail: &str) -> String {
-    let mut s: String = detail
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let mut s: String = detail.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
     if s.len() > 512 {
         let mut cut = 512;
         while !s.is_char_boundary(cut) {
@@ -52,12 +49,7 @@ fn one_line(detail: &str) -> String {
 
 /// Publishes a dead letter and waits for its ack. Its `Nats-Msg-Id` is derived from the stage and
 /// the original sequence, so a message dead-lettered again after a redelivery is stored once.
-pub async fn publish(
-    js: &jetstream::Context,
-    metrics: &Metrics,
-    letter: DeadLetter<'_>,
-    ack_timeout: Duration,
-) -> Result<(), DlqError> {
+pub async fn publish(js: &jetstream::Context, metrics: &Metrics, letter: DeadLetter<'_>, ack_timeout: Duration) -> Result<(), DlqError> {
     let mut headers = HeaderMap::new();
     if let Some(original) = letter.original_headers {
         for (name, values) in original.iter() {
@@ -70,10 +62,7 @@ pub async fn publish(
             }
         }
     }
-    headers.insert(
-        header::MSG_ID,
-        format!("dlq-{}-{}-{}", letter.stage, letter.subject, letter.seq).as_str(),
-    );
+    headers.insert(header::MSG_ID, format!("dlq-{}-{}-{}", letter.stage, letter.subject, letter.seq).as_str());
     headers.insert(header::DLQ_STAGE, letter.stage);
     headers.insert(header::DLQ_REASON, letter.reason);
     headers.insert(header::DLQ_DETAIL, one_line(letter.detail).as_str());
@@ -91,23 +80,9 @@ pub async fn publish(
             .await
             .map_err(|e| DlqError::Publish(e.to_string()))
     };
-    tokio::time::timeout(ack_timeout, publish)
-        .await
-        .map_err(|_| DlqError::Timeout(ack_timeout))??;
-    metrics
-        .dlq_messages
-        .get_or_create(&DlqLabels {
-            stage: letter.stage,
-            reason: letter.reason,
-        })
-        .inc();
-    tracing::warn!(
-        stage = letter.stage,
-        reason = letter.reason,
-        subject = letter.subject,
-        seq = letter.seq,
-        "dead-lettered"
-    );
+    tokio::time::timeout(ack_timeout, publish).await.map_err(|_| DlqError::Timeout(ack_timeout))??;
+    metrics.dlq_messages.get_or_create(&DlqLabels { stage: letter.stage, reason: letter.reason }).inc();
+    tracing::warn!(stage = letter.stage, reason = letter.reason, subject = letter.subject, seq = letter.seq, "dead-lettered");
     Ok(())
 }
 

@@ -38,10 +38,7 @@ impl EventKind {
 
 /// One normalized event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[schemars(
-    title = "NormalizedEvent",
-    description = "hookline's standard event, schema version 1"
-)]
+#[schemars(title = "NormalizedEvent", description = "hookline's standard event, schema version 1")]
 pub struct NormalizedEvent {
     /// Deterministic: a hash of source, channel, kind and the platform's own id.
     pub id: String,
@@ -309,26 +306,11 @@ mod tests {
     #[test]
     fn ids_are_deterministic_and_distinguish_every_part() {
         let a = event_id(Source::Whatsapp, "ch", EventKind::Message, "wamid.1");
-        assert_eq!(
-            a,
-            event_id(Source::Whatsapp, "ch", EventKind::Message, "wamid.1")
-        );
-        assert_ne!(
-            a,
-            event_id(Source::Dialog360, "ch", EventKind::Message, "wamid.1")
-        );
-        assert_ne!(
-            a,
-            event_id(Source::Whatsapp, "ch2", EventKind::Message, "wamid.1")
-        );
-        assert_ne!(
-            a,
-            event_id(Source::Whatsapp, "ch", EventKind::Status, "wamid.1")
-        );
-        assert_ne!(
-            a,
-            event_id(Source::Whatsapp, "ch", EventKind::Message, "wamid.2")
-        );
+        assert_eq!(a, event_id(Source::Whatsapp, "ch", EventKind::Message, "wamid.1"));
+        assert_ne!(a, event_id(Source::Dialog360, "ch", EventKind::Message, "wamid.1"));
+        assert_ne!(a, event_id(Source::Whatsapp, "ch2", EventKind::Message, "wamid.1"));
+        assert_ne!(a, event_id(Source::Whatsapp, "ch", EventKind::Status, "wamid.1"));
+        assert_ne!(a, event_id(Source::Whatsapp, "ch", EventKind::Message, "wamid.2"));
         assert!(a.starts_with("evt_") && a.len() == 36);
     }
 
@@ -355,47 +337,24 @@ mod tests {
             replay: false,
         };
         let json = serde_json::to_value(&e).expect("serialize");
-        let mut keys: Vec<&str> = json
-            .as_object()
-            .expect("object")
-            .keys()
-            .map(String::as_str)
-            .collect();
+        let mut keys: Vec<&str> = json.as_object().expect("object").keys().map(String::as_str).collect();
         keys.sort_unstable();
         assert_eq!(
             keys,
-            [
-                "channel_id",
-                "id",
-                "kind",
-                "message",
-                "platform",
-                "provider",
-                "received_at",
-                "schema_version",
-                "source",
-                "tenant_id"
-            ]
+            ["channel_id", "id", "kind", "message", "platform", "provider", "received_at", "schema_version", "source", "tenant_id"]
         );
-        assert_eq!(
-            json["message"],
-            serde_json::json!({"id": "1", "type": "text"})
-        );
+        assert_eq!(json["message"], serde_json::json!({"id": "1", "type": "text"}));
     }
 
     #[test]
     fn the_committed_schema_matches_the_types() {
         let committed = include_str!("../../schema/normalized-event.v1.json");
-        let committed: serde_json::Value =
-            serde_json::from_str(committed).expect("committed schema is JSON");
+        let committed: serde_json::Value = serde_json::from_str(committed).expect("committed schema is JSON");
         let generated = json_schema();
         if committed != generated {
             let pretty = serde_json::to_string_pretty(&generated).unwrap_or_default();
             if std::env::var_os("HOOKLINE_BLESS").is_some() {
-                let path = concat!(
-                    env!("CARGO_MANIFEST_DIR"),
-                    "/../schema/normalized-event.v1.json"
-                );
+                let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../schema/normalized-event.v1.json");
                 std::fs::write(path, pretty + "\n").expect("write schema");
             } else {
                 panic!("schema/normalized-event.v1.json is out of date; regenerate it with HOOKLINE_BLESS=1 cargo test -p hookline-shared event\n{pretty}");

@@ -15,15 +15,9 @@ pub enum NatsSetupError {
     #[error("cannot connect to NATS at {url}: {message}")]
     Connect { url: String, message: String },
     #[error("cannot create or update stream {stream}: {message}")]
-    Stream {
-        stream: &'static str,
-        message: String,
-    },
+    Stream { stream: &'static str, message: String },
     #[error("cannot create or update the KV bucket {bucket}: {message}")]
-    Bucket {
-        bucket: &'static str,
-        message: String,
-    },
+    Bucket { bucket: &'static str, message: String },
 }
 
 /// `nats://user:pass@host:4222` → `nats://***@host:4222`: safe for logs and errors.
@@ -39,10 +33,7 @@ pub fn redact_url(url: &str) -> String {
 
 /// Connects, retrying with backoff for up to about a minute, and logs every change of the
 /// connection's state afterwards. The client then reconnects on its own, forever.
-pub async fn connect(
-    config: &NatsConfig,
-    client_name: &str,
-) -> Result<async_nats::Client, NatsSetupError> {
+pub async fn connect(config: &NatsConfig, client_name: &str) -> Result<async_nats::Client, NatsSetupError> {
     let url = config.url.clone().ok_or(NatsSetupError::NoUrl)?;
     let shown = redact_url(&url);
     let timeout = Duration::from_millis(config.connect_timeout_ms);
@@ -79,9 +70,7 @@ pub async fn connect(
                 .with_max_delay(Duration::from_secs(5))
                 .with_max_times(15),
         )
-        .notify(|err, delay| {
-            tracing::warn!(nats = %redact_url(&url), error = %err, retry_in = ?delay, "cannot reach NATS yet")
-        })
+        .notify(|err, delay| tracing::warn!(nats = %redact_url(&url), error = %err, retry_in = ?delay, "cannot reach NATS yet"))
         .await
         .map_err(|e| NatsSetupError::Connect { url: redact_url(&url), message: e.to_string() })
 }
@@ -105,10 +94,7 @@ fn stream_config(name: &str, subjects: &str, limits: &StreamLimits) -> stream::C
 }
 
 /// Creates the three streams, or brings their limits in line with the configuration.
-pub async fn ensure_streams(
-    js: &jetstream::Context,
-    config: &StreamsConfig,
-) -> Result<(), NatsSetupError> {
+pub async fn ensure_streams(js: &jetstream::Context, config: &StreamsConfig) -> Result<(), NatsSetupError> {
     for (name, subjects, limits) in [
         (names::RAW_STREAM, names::RAW_SUBJECTS, &config.raw),
         (names::EVENTS_STREAM, names::EVENTS_SUBJECTS, &config.events),
@@ -116,19 +102,13 @@ pub async fn ensure_streams(
     ] {
         js.create_or_update_stream(stream_config(name, subjects, limits))
             .await
-            .map_err(|e| NatsSetupError::Stream {
-                stream: name,
-                message: e.to_string(),
-            })?;
+            .map_err(|e| NatsSetupError::Stream { stream: name, message: e.to_string() })?;
     }
     Ok(())
 }
 
 /// The bucket `hookline_channels`, created when missing.
-pub async fn channels_bucket(
-    js: &jetstream::Context,
-    config: &StreamsConfig,
-) -> Result<kv::Store, NatsSetupError> {
+pub async fn channels_bucket(js: &jetstream::Context, config: &StreamsConfig) -> Result<kv::Store, NatsSetupError> {
     js.create_or_update_key_value(kv::Config {
         bucket: names::CHANNELS_BUCKET.to_string(),
         description: "hookline channel configurations (secrets sealed)".to_string(),
@@ -138,10 +118,7 @@ pub async fn channels_bucket(
         ..Default::default()
     })
     .await
-    .map_err(|e| NatsSetupError::Bucket {
-        bucket: names::CHANNELS_BUCKET,
-        message: e.to_string(),
-    })
+    .map_err(|e| NatsSetupError::Bucket { bucket: names::CHANNELS_BUCKET, message: e.to_string() })
 }
 
 #[cfg(test)]

@@ -73,17 +73,9 @@ impl Metrics {
     pub fn new() -> Arc<Self> {
         let mut registry = Registry::with_prefix("hookline");
         let ingest_requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
-            "ingest_requests",
-            "Webhook requests answered by ingest, by source and HTTP status",
-            ingest_requests.clone(),
-        );
+        registry.register("ingest_requests", "Webhook requests answered by ingest, by source and HTTP status", ingest_requests.clone());
         let signature_failures = Family::<SignatureFailureLabels, Counter>::default();
-        registry.register(
-            "signature_failures",
-            "Webhooks refused with 401, by source and reason",
-            signature_failures.clone(),
-        );
+        registry.register("signature_failures", "Webhooks refused with 401, by source and reason", signature_failures.clone());
         let publish_duration = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
         registry.register(
             "jetstream_publish_duration_seconds",
@@ -91,17 +83,9 @@ impl Metrics {
             publish_duration.clone(),
         );
         let raw_publishes = Family::<PublishLabels, Counter>::default();
-        registry.register(
-            "raw_publishes",
-            "Raw webhooks published to HOOKLINE_RAW, by outcome",
-            raw_publishes.clone(),
-        );
+        registry.register("raw_publishes", "Raw webhooks published to HOOKLINE_RAW, by outcome", raw_publishes.clone());
         let request_duration = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
-        registry.register(
-            "ingest_request_duration_seconds",
-            "Time from a webhook's headers to ingest's answer",
-            request_duration.clone(),
-        );
+        registry.register("ingest_request_duration_seconds", "Time from a webhook's headers to ingest's answer", request_duration.clone());
         let normalized_events = Family::<EventLabels, Counter>::default();
         registry.register(
             "normalized_events",
@@ -109,11 +93,7 @@ impl Metrics {
             normalized_events.clone(),
         );
         let dlq_messages = Family::<DlqLabels, Counter>::default();
-        registry.register(
-            "dlq_messages",
-            "Messages dead-lettered to HOOKLINE_DLQ, by stage and reason",
-            dlq_messages.clone(),
-        );
+        registry.register("dlq_messages", "Messages dead-lettered to HOOKLINE_DLQ, by stage and reason", dlq_messages.clone());
         let raw_messages = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "normalizer_raw_messages",
@@ -126,19 +106,14 @@ impl Metrics {
             "Delivery attempts to the messaging service, by outcome (delivered, retried, dead_lettered)",
             deliveries.clone(),
         );
-        let delivery_attempts =
-            Histogram::new([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 16.0].into_iter());
+        let delivery_attempts = Histogram::new([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 16.0].into_iter());
         registry.register(
             "delivery_attempts",
             "The attempt number of each delivery that ended (delivered or dead-lettered)",
             delivery_attempts.clone(),
         );
         let delivery_duration = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
-        registry.register(
-            "delivery_duration_seconds",
-            "Time of one POST to the messaging service",
-            delivery_duration.clone(),
-        );
+        registry.register("delivery_duration_seconds", "Time of one POST to the messaging service", delivery_duration.clone());
         let forwarder_in_flight_limit = Gauge::default();
         registry.register(
             "forwarder_in_flight_limit",
@@ -185,33 +160,12 @@ mod tests {
     #[test]
     fn families_carry_the_designs_names() {
         let m = Metrics::new();
-        m.ingest_requests
-            .get_or_create(&RequestLabels {
-                source: "telegram",
-                status: 401,
-            })
-            .inc();
-        m.signature_failures
-            .get_or_create(&SignatureFailureLabels {
-                source: "telegram",
-                reason: "mismatch",
-            })
-            .inc();
+        m.ingest_requests.get_or_create(&RequestLabels { source: "telegram", status: 401 }).inc();
+        m.signature_failures.get_or_create(&SignatureFailureLabels { source: "telegram", reason: "mismatch" }).inc();
         m.publish_duration.observe(0.002);
         let text = m.encode();
-        assert!(
-            text.contains("hookline_ingest_requests_total{source=\"telegram\",status=\"401\"} 1"),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                "hookline_signature_failures_total{source=\"telegram\",reason=\"mismatch\"} 1"
-            ),
-            "{text}"
-        );
-        assert!(
-            text.contains("hookline_jetstream_publish_duration_seconds_count 1"),
-            "{text}"
-        );
+        assert!(text.contains("hookline_ingest_requests_total{source=\"telegram\",status=\"401\"} 1"), "{text}");
+        assert!(text.contains("hookline_signature_failures_total{source=\"telegram\",reason=\"mismatch\"} 1"), "{text}");
+        assert!(text.contains("hookline_jetstream_publish_duration_seconds_count 1"), "{text}");
     }
 }

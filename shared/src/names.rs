@@ -61,10 +61,7 @@ pub mod header {
 
 /// Whether `s` can be one token of a NATS subject and a KV key: channel and tenant ids.
 pub fn is_valid_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 #[cfg(test)]
@@ -73,10 +70,7 @@ mod tests {
 
     #[test]
     fn raw_subject_has_source_and_channel() {
-        assert_eq!(
-            raw_subject(Source::Dialog360, "ch_1"),
-            "hookline.raw.dialog360.ch_1"
-        );
+        assert_eq!(raw_subject(Source::Dialog360, "ch_1"), "hookline.raw.dialog360.ch_1");
     }
 
     #[test]

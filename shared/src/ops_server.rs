@@ -15,12 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::{Metrics, CONTENT_TYPE};
 
 /// Answers until `shutdown`. `ready` says whether the role can do its work now.
-pub async fn serve(
-    listener: TcpListener,
-    metrics: Arc<Metrics>,
-    ready: Arc<dyn Fn() -> bool + Send + Sync>,
-    shutdown: CancellationToken,
-) {
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, ready: Arc<dyn Fn() -> bool + Send + Sync>, shutdown: CancellationToken) {
     loop {
         let (stream, _) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -41,34 +36,20 @@ pub async fn serve(
                 async move {
                     let (status, content_type, body) = match req.uri().path() {
                         "/healthz" => (StatusCode::OK, "text/plain", Bytes::from_static(b"ok\n")),
-                        "/readyz" if ready() => {
-                            (StatusCode::OK, "text/plain", Bytes::from_static(b"ready\n"))
-                        }
-                        "/readyz" => (
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "text/plain",
-                            Bytes::from_static(b"not ready\n"),
-                        ),
+                        "/readyz" if ready() => (StatusCode::OK, "text/plain", Bytes::from_static(b"ready\n")),
+                        "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "text/plain", Bytes::from_static(b"not ready\n")),
                         "/metrics" => (StatusCode::OK, CONTENT_TYPE, Bytes::from(metrics.encode())),
-                        _ => (
-                            StatusCode::NOT_FOUND,
-                            "text/plain",
-                            Bytes::from_static(b"not found\n"),
-                        ),
+                        _ => (StatusCode::NOT_FOUND, "text/plain", Bytes::from_static(b"not found\n")),
                     };
                     let mut response = Response::new(Full::new(body));
                     *response.status_mut() = status;
                     if let Ok(v) = content_type.parse() {
-                        response
-                            .headers_mut()
-                            .insert(hyper::header::CONTENT_TYPE, v);
+                        response.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
                     }
                     Ok::<_, Infallible>(response)
                 }
             });
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
         });
     }
 }

@@ -18,11 +18,7 @@ pub enum ProcessError {
     #[error("cannot start {what}: {source}")]
     Spawn { what: String, source: io::Error },
     #[error("{what} exited at start; its log {log} ends with:\n{tail}")]
-    Exited {
-        what: String,
-        log: String,
-        tail: String,
-    },
+    Exited { what: String, log: String, tail: String },
     #[error("{what} did not accept connections on port {port} within {secs} s")]
     NotListening { what: String, port: u16, secs: u64 },
     #[error("{what} failed: {message}")]
@@ -34,13 +30,7 @@ pub fn free_port() -> io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn wait_listening(
-    child: &mut Child,
-    what: &str,
-    port: u16,
-    log: &Path,
-    limit: Duration,
-) -> Result<(), ProcessError> {
+fn wait_listening(child: &mut Child, what: &str, port: u16, log: &Path, limit: Duration) -> Result<(), ProcessError> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let deadline = Instant::now() + limit;
     loop {
@@ -48,18 +38,10 @@ fn wait_listening(
             return Ok(());
         }
         if let Ok(Some(_)) = child.try_wait() {
-            return Err(ProcessError::Exited {
-                what: what.to_string(),
-                log: log.display().to_string(),
-                tail: log_tail(log),
-            });
+            return Err(ProcessError::Exited { what: what.to_string(), log: log.display().to_string(), tail: log_tail(log) });
         }
         if Instant::now() > deadline {
-            return Err(ProcessError::NotListening {
-                what: what.to_string(),
-                port,
-                secs: limit.as_secs(),
-            });
+            return Err(ProcessError::NotListening { what: what.to_string(), port, secs: limit.as_secs() });
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -90,13 +72,8 @@ pub fn find_nats_server() -> Result<PathBuf, ProcessError> {
         return Ok(p);
     }
     for python in ["python3", "python"] {
-        if let Ok(out) = Command::new(python)
-            .args([
-                "-c",
-                "import sysconfig; print(sysconfig.get_path('scripts'))",
-            ])
-            .stderr(Stdio::null())
-            .output()
+        if let Ok(out) =
+            Command::new(python).args(["-c", "import sysconfig; print(sysconfig.get_path('scripts'))"]).stderr(Stdio::null()).output()
         {
             let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
             let candidate = Path::new(&dir).join("nats-server");
@@ -105,17 +82,12 @@ pub fn find_nats_server() -> Result<PathBuf, ProcessError> {
             }
         }
     }
-    Err(ProcessError::NotFound(
-        "nats-server",
-        "HOOKLINE_NATS_SERVER",
-    ))
+    Err(ProcessError::NotFound("nats-server", "HOOKLINE_NATS_SERVER"))
 }
 
 fn find_on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
 }
 
 /// A running `nats-server -js`. Killed when dropped.
@@ -129,32 +101,17 @@ pub struct NatsProcess {
 impl NatsProcess {
     /// Starts `nats-server` with JetStream, its store and log under `dir`, on 127.0.0.1:`port`.
     pub fn start(binary: &Path, dir: &Path, port: u16) -> Result<Self, ProcessError> {
-        let mut p = NatsProcess {
-            child: None,
-            binary: binary.to_path_buf(),
-            port,
-            dir: dir.to_path_buf(),
-        };
+        let mut p = NatsProcess { child: None, binary: binary.to_path_buf(), port, dir: dir.to_path_buf() };
         p.spawn()?;
         Ok(p)
     }
 
     fn spawn(&mut self) -> Result<(), ProcessError> {
         let what = "nats-server".to_string();
-        std::fs::create_dir_all(&self.dir).map_err(|source| ProcessError::Spawn {
-            what: what.clone(),
-            source,
-        })?;
+        std::fs::create_dir_all(&self.dir).map_err(|source| ProcessError::Spawn { what: what.clone(), source })?;
         let log = self.dir.join("nats-server.log");
         let mut child = Command::new(&self.binary)
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
             .arg(self.dir.join("jetstream"))
             .arg("-l")
             .arg(&log)
@@ -162,10 +119,7 @@ impl NatsProcess {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|source| ProcessError::Spawn {
-                what: what.clone(),
-                source,
-            })?;
+            .map_err(|source| ProcessError::Spawn { what: what.clone(), source })?;
         wait_listening(&mut child, &what, self.port, &log, Duration::from_secs(20))?;
         self.child = Some(child);
         Ok(())
@@ -242,17 +196,12 @@ pub fn find_postgres_bin() -> Result<PathBuf, ProcessError> {
     }
     find_on_path("initdb")
         .and_then(|p| p.parent().map(Path::to_path_buf))
-        .ok_or(ProcessError::NotFound(
-            "Postgres (initdb)",
-            "HOOKLINE_PG_BIN",
-        ))
+        .ok_or(ProcessError::NotFound("Postgres (initdb)", "HOOKLINE_PG_BIN"))
 }
 
 fn running_as_root() -> bool {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
+    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
 }
 
 /// A Postgres cluster run by `pg_ctl`. initdb refuses to run as root, so as root every command
@@ -268,13 +217,8 @@ pub struct PgProcess {
 impl PgProcess {
     /// Creates the cluster under `dir` when it does not exist yet, then starts it.
     pub fn start(bin: &Path, dir: &Path, port: u16) -> Result<Self, ProcessError> {
-        let mut pg = PgProcess {
-            bin: bin.to_path_buf(),
-            dir: dir.to_path_buf(),
-            port,
-            as_postgres_user: running_as_root(),
-            running: false,
-        };
+        let mut pg =
+            PgProcess { bin: bin.to_path_buf(), dir: dir.to_path_buf(), port, as_postgres_user: running_as_root(), running: false };
         pg.init_if_needed()?;
         pg.start_server()?;
         Ok(pg)
@@ -292,23 +236,13 @@ impl PgProcess {
     }
 
     fn run(&self, what: &str, mut cmd: Command) -> Result<(), ProcessError> {
-        let out = cmd
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|source| ProcessError::Spawn {
-                what: what.to_string(),
-                source,
-            })?;
+        let out = cmd.stdin(Stdio::null()).output().map_err(|source| ProcessError::Spawn { what: what.to_string(), source })?;
         if out.status.success() {
             Ok(())
         } else {
             Err(ProcessError::Command {
                 what: what.to_string(),
-                message: format!(
-                    "{}{}",
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
-                ),
+                message: format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
             })
         }
     }
@@ -318,10 +252,7 @@ impl PgProcess {
     }
 
     fn init_if_needed(&self) -> Result<(), ProcessError> {
-        std::fs::create_dir_all(&self.dir).map_err(|source| ProcessError::Spawn {
-            what: "postgres folder".into(),
-            source,
-        })?;
+        std::fs::create_dir_all(&self.dir).map_err(|source| ProcessError::Spawn { what: "postgres folder".into(), source })?;
         if self.as_postgres_user {
             let mut chown = Command::new("chown");
             chown.args(["-R", "postgres:postgres"]).arg(&self.dir);
@@ -331,16 +262,7 @@ impl PgProcess {
             return Ok(());
         }
         let mut initdb = self.command("initdb");
-        initdb
-            .args([
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "--encoding=UTF8",
-                "--no-sync",
-                "-D",
-            ])
-            .arg(self.data());
+        initdb.args(["-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-sync", "-D"]).arg(self.data());
         self.run("initdb", initdb)
     }
 
@@ -373,15 +295,7 @@ impl PgProcess {
 
     pub fn create_database(&self, name: &str) -> Result<String, ProcessError> {
         let mut createdb = self.command("createdb");
-        createdb.args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &self.port.to_string(),
-            "-U",
-            "postgres",
-            name,
-        ]);
+        createdb.args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", name]);
         self.run("createdb", createdb)?;
         Ok(self.url(name))
     }
@@ -393,9 +307,7 @@ impl PgProcess {
         }
         self.running = false;
         let mut ctl = self.command("pg_ctl");
-        ctl.arg("-D")
-            .arg(self.data())
-            .args(["-m", "fast", "-w", "stop"]);
+        ctl.arg("-D").arg(self.data()).args(["-m", "fast", "-w", "stop"]);
         self.run("pg_ctl stop", ctl)
     }
 

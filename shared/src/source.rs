@@ -74,10 +74,7 @@ impl Source {
 
     /// Meta's sources answer the `GET` subscription handshake.
     pub fn has_meta_handshake(self) -> bool {
-        matches!(
-            self,
-            Source::Whatsapp | Source::Messenger | Source::Instagram
-        )
+        matches!(self, Source::Whatsapp | Source::Messenger | Source::Instagram)
     }
 }
 
@@ -94,10 +91,7 @@ pub struct UnknownSource(pub String);
 impl FromStr for Source {
     type Err = UnknownSource;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Source::ALL
-            .into_iter()
-            .find(|src| src.as_str() == s)
-            .ok_or_else(|| UnknownSource(s.to_string()))
+        Source::ALL.into_iter().find(|src| src.as_str() == s).ok_or_else(|| UnknownSource(s.to_string()))
     }
 }
 

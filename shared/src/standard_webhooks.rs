@@ -42,8 +42,7 @@ pub fn key_bytes(secret: &Secret) -> Result<Vec<u8>, SignatureError> {
 
 fn mac(key: &[u8], id: &str, timestamp: &str, body: &[u8]) -> Hmac<Sha256> {
     // HMAC accepts keys of any length.
-    let mut mac =
-        <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(id.as_bytes());
     mac.update(b".");
     mac.update(timestamp.as_bytes());
@@ -54,9 +53,7 @@ fn mac(key: &[u8], id: &str, timestamp: &str, body: &[u8]) -> Hmac<Sha256> {
 
 /// The `webhook-signature` value for one message: `v1,<base64>`.
 pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
-    let tag = mac(key, id, &timestamp.to_string(), body)
-        .finalize()
-        .into_bytes();
+    let tag = mac(key, id, &timestamp.to_string(), body).finalize().into_bytes();
     format!("v1,{}", B64.encode(tag))
 }
 
@@ -71,10 +68,7 @@ pub fn verify(
     now: i64,
     tolerance_s: i64,
 ) -> Result<(), SignatureError> {
-    let ts: i64 = timestamp
-        .trim()
-        .parse()
-        .map_err(|_| SignatureError::BadTimestamp)?;
+    let ts: i64 = timestamp.trim().parse().map_err(|_| SignatureError::BadTimestamp)?;
     if (now - ts).abs() > tolerance_s {
         return Err(SignatureError::Stale);
     }
@@ -114,38 +108,17 @@ mod tests {
     #[test]
     fn verifies_the_published_vector_among_several_signatures() {
         let header = format!("v1,bm9wZQ== v2,whatever {SIG}");
-        assert_eq!(
-            verify(&key(), ID, &TS.to_string(), &header, BODY, TS + 10, 300),
-            Ok(())
-        );
+        assert_eq!(verify(&key(), ID, &TS.to_string(), &header, BODY, TS + 10, 300), Ok(()));
     }
 
     #[test]
     fn refuses_stale_tampered_and_malformed() {
         let ts = TS.to_string();
-        assert_eq!(
-            verify(&key(), ID, &ts, SIG, BODY, TS + 301, 300),
-            Err(SignatureError::Stale)
-        );
-        assert_eq!(
-            verify(&key(), ID, &ts, SIG, BODY, TS - 301, 300),
-            Err(SignatureError::Stale)
-        );
-        assert_eq!(
-            verify(&key(), ID, &ts, SIG, b"{\"test\": 2432232315}", TS, 300),
-            Err(SignatureError::Mismatch)
-        );
-        assert_eq!(
-            verify(&key(), "msg_other", &ts, SIG, BODY, TS, 300),
-            Err(SignatureError::Mismatch)
-        );
-        assert_eq!(
-            verify(&key(), ID, "soon", SIG, BODY, TS, 300),
-            Err(SignatureError::BadTimestamp)
-        );
-        assert_eq!(
-            key_bytes(&Secret::new("whsec_!!")),
-            Err(SignatureError::BadSecret)
-        );
+        assert_eq!(verify(&key(), ID, &ts, SIG, BODY, TS + 301, 300), Err(SignatureError::Stale));
+        assert_eq!(verify(&key(), ID, &ts, SIG, BODY, TS - 301, 300), Err(SignatureError::Stale));
+        assert_eq!(verify(&key(), ID, &ts, SIG, b"{\"test\": 2432232315}", TS, 300), Err(SignatureError::Mismatch));
+        assert_eq!(verify(&key(), "msg_other", &ts, SIG, BODY, TS, 300), Err(SignatureError::Mismatch));
+        assert_eq!(verify(&key(), ID, "soon", SIG, BODY, TS, 300), Err(SignatureError::BadTimestamp));
+        assert_eq!(key_bytes(&Secret::new("whsec_!!")), Err(SignatureError::BadSecret));
     }
 }

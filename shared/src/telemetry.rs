@@ -34,19 +34,14 @@ impl Drop for TelemetryGuard {
 }
 
 /// Installs the global subscriber. `RUST_LOG`, when set, overrides `log.level`.
-pub fn init(
-    log: &LogConfig,
-    telemetry: &TelemetryConfig,
-) -> Result<TelemetryGuard, TelemetryError> {
+pub fn init(log: &LogConfig, telemetry: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(v) if !v.is_empty() => EnvFilter::try_new(v),
         _ => EnvFilter::try_new(&log.level),
     }
     .map_err(|e| TelemetryError::Filter(e.to_string()))?;
 
-    let resource = opentelemetry_sdk::Resource::builder()
-        .with_service_name(telemetry.service_name.clone())
-        .build();
+    let resource = opentelemetry_sdk::Resource::builder().with_service_name(telemetry.service_name.clone()).build();
     let mut builder = SdkTracerProvider::builder().with_resource(resource);
     if let Some(endpoint) = &telemetry.otlp_endpoint {
         use opentelemetry_otlp::WithExportConfig;
@@ -62,19 +57,10 @@ pub fn init(
     let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("hookline"));
 
     let fmt = match log.format {
-        LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer().json().with_current_span(true).with_span_list(false).boxed(),
         LogFormat::Pretty => tracing_subscriber::fmt::layer().with_target(false).boxed(),
     };
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
-        .with(otel)
-        .try_init()
-        .map_err(|_| TelemetryError::AlreadyInstalled)?;
+    tracing_subscriber::registry().with(filter).with(fmt).with(otel).try_init().map_err(|_| TelemetryError::AlreadyInstalled)?;
     Ok(TelemetryGuard { provider })
 }
 
@@ -111,36 +97,19 @@ pub fn traceparent(span: &tracing::Span, incoming: Option<&str>) -> String {
     let cx = span.context();
     let sc = cx.span().span_context().clone();
     if sc.is_valid() {
-        return format!(
-            "00-{}-{}-{:02x}",
-            sc.trace_id(),
-            sc.span_id(),
-            sc.trace_flags().to_u8()
-        );
+        return format!("00-{}-{}-{:02x}", sc.trace_id(), sc.span_id(), sc.trace_flags().to_u8());
     }
     let mut ids = [0u8; 24];
-    if getrandom::fill(&mut ids).is_err()
-        || ids[..16].iter().all(|b| *b == 0)
-        || ids[16..].iter().all(|b| *b == 0)
-    {
+    if getrandom::fill(&mut ids).is_err() || ids[..16].iter().all(|b| *b == 0) || ids[16..].iter().all(|b| *b == 0) {
         ids[0] = 1;
         ids[23] = 1;
     }
     let parent = incoming.map(|tp| TraceContextPropagator::new().extract(&OneHeader(Some(tp))));
     if let Some(parent) = parent.filter(|p| p.span().span_context().is_valid()) {
         let psc = parent.span().span_context().clone();
-        return format!(
-            "00-{}-{}-{:02x}",
-            psc.trace_id(),
-            hex::encode(&ids[16..]),
-            psc.trace_flags().to_u8()
-        );
+        return format!("00-{}-{}-{:02x}", psc.trace_id(), hex::encode(&ids[16..]), psc.trace_flags().to_u8());
     }
-    format!(
-        "00-{}-{}-01",
-        hex::encode(&ids[..16]),
-        hex::encode(&ids[16..])
-    )
+    format!("00-{}-{}-01", hex::encode(&ids[..16]), hex::encode(&ids[16..]))
 }
 
 #[cfg(test)]
@@ -152,15 +121,8 @@ mod tests {
         let tp = traceparent(&tracing::Span::none(), None);
         let parts: Vec<&str> = tp.split('-').collect();
         assert_eq!(parts.len(), 4, "{tp}");
-        assert_eq!(
-            (parts[0], parts[1].len(), parts[2].len(), parts[3]),
-            ("00", 32, 16, "01")
-        );
-        assert_ne!(
-            traceparent(&tracing::Span::none(), None),
-            tp,
-            "ids are random per call"
-        );
+        assert_eq!((parts[0], parts[1].len(), parts[2].len(), parts[3]), ("00", 32, 16, "01"));
+        assert_ne!(traceparent(&tracing::Span::none(), None), tp, "ids are random per call");
     }
 
     #[test]
@@ -171,9 +133,6 @@ mod tests {
         assert_eq!(parts[1], "0af7651916cd43dd8448eb211c80319c");
         assert_ne!(parts[2], "b7ad6b7169203331");
         let fresh = traceparent(&tracing::Span::none(), Some("garbage"));
-        assert_ne!(
-            fresh.split('-').nth(1),
-            Some("0af7651916cd43dd8448eb211c80319c")
-        );
+        assert_ne!(fresh.split('-').nth(1), Some("0af7651916cd43dd8448eb211c80319c"));
     }
 }

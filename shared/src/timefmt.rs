@@ -9,9 +9,7 @@ pub fn now_rfc3339() -> String {
 
 pub fn to_rfc3339(t: OffsetDateTime) -> String {
     // Formatting a UTC OffsetDateTime as RFC 3339 fails only for years outside 0..=9999.
-    t.to_offset(time::UtcOffset::UTC)
-        .format(&Rfc3339)
-        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_string())
+    t.to_offset(time::UtcOffset::UTC).format(&Rfc3339).unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_string())
 }
 
 pub fn parse_rfc3339(s: &str) -> Option<OffsetDateTime> {

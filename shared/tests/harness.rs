@@ -23,12 +23,7 @@ async fn nats_runs_jetstream_on_a_loopback_port() {
     })
     .await
     .expect("create stream");
-    let ack = js
-        .publish("probe.one", "hello".into())
-        .await
-        .expect("publish")
-        .await
-        .expect("ack");
+    let ack = js.publish("probe.one", "hello".into()).await.expect("publish").await.expect("ack");
     assert_eq!(ack.sequence, 1);
     assert!(nats.url().starts_with("nats://127.0.0.1:"));
 }
@@ -39,28 +34,15 @@ fn nats_is_killed_and_its_folder_removed_even_when_a_test_panics() {
     let seen_in = seen.clone();
     let result = std::thread::spawn(move || {
         let nats = TestNats::start();
-        let port: u16 = nats
-            .url()
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .expect("port");
-        *seen_in.lock().expect("lock") =
-            Some((nats.pid().expect("pid"), port, nats.dir().to_path_buf()));
+        let port: u16 = nats.url().rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
+        *seen_in.lock().expect("lock") = Some((nats.pid().expect("pid"), port, nats.dir().to_path_buf()));
         panic!("a failing test");
     })
     .join();
     assert!(result.is_err(), "the thread panicked");
-    let (pid, port, dir) = seen
-        .lock()
-        .expect("lock")
-        .clone()
-        .expect("the server had started");
+    let (pid, port, dir) = seen.lock().expect("lock").clone().expect("the server had started");
     assert!(!process_alive(pid), "nats-server {pid} still runs");
-    assert!(
-        TcpStream::connect(("127.0.0.1", port)).is_err(),
-        "port {port} still answers"
-    );
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err(), "port {port} still answers");
     assert!(!dir.exists(), "{} was not removed", dir.display());
 }
 
@@ -69,19 +51,13 @@ async fn postgres_starts_serves_sql_and_stops() {
     let mut pg = TestPostgres::start();
     let url = pg.create_database("probe");
     let pool = sqlx::PgPool::connect(&url).await.expect("connect");
-    let one: (i32,) = sqlx::query_as("SELECT 1")
-        .fetch_one(&pool)
-        .await
-        .expect("select");
+    let one: (i32,) = sqlx::query_as("SELECT 1").fetch_one(&pool).await.expect("select");
     assert_eq!(one.0, 1);
     pool.close().await;
     let port = pg.port();
     let dir = pg.dir().to_path_buf();
     pg.stop();
-    assert!(
-        TcpStream::connect(("127.0.0.1", port)).is_err(),
-        "postgres still listens after stop"
-    );
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err(), "postgres still listens after stop");
     drop(pg);
     assert!(!dir.exists(), "{} was not removed", dir.display());
 }

@@ -9,7 +9,5 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     config.keyring()?;
     let listener = super::bind(config.ingest.listen, "ingest.listen").await?;
     let shutdown = super::shutdown_on_signals();
-    hookline_ingest::run(&config, Metrics::new(), listener, shutdown)
-        .await
-        .context("ingest")
+    hookline_ingest::run(&config, Metrics::new(), listener, shutdown).await.context("ingest")
 }

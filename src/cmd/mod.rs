@@ -53,11 +53,6 @@ async fn wait_for_signal() {
 }
 
 /// Binds `addr`, naming the key on failure.
-pub async fn bind(
-    addr: std::net::SocketAddr,
-    key: &str,
-) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} ({key}): {e}"))
+pub async fn bind(addr: std::net::SocketAddr, key: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr} ({key}): {e}"))
 }

@@ -9,21 +9,14 @@ use std::process::ExitCode;
 use hookline_normalizer::{normalize, EventContext, RawInput};
 use hookline_shared::{timefmt, Source};
 
-pub fn run(
-    source: Source,
-    content_type: Option<String>,
-    query: Option<String>,
-    file: Option<PathBuf>,
-) -> ExitCode {
+pub fn run(source: Source, content_type: Option<String>, query: Option<String>, file: Option<PathBuf>) -> ExitCode {
     let mut body = Vec::new();
     let read = match &file {
         Some(path) => std::fs::read(path).map(|b| body = b),
         None => std::io::stdin().read_to_end(&mut body).map(|_| ()),
     };
     if let Err(e) = read {
-        let from = file
-            .as_ref()
-            .map_or("standard input".to_string(), |p| p.display().to_string());
+        let from = file.as_ref().map_or("standard input".to_string(), |p| p.display().to_string());
         eprintln!("hookline normalize: cannot read {from}: {e}");
         return ExitCode::FAILURE;
     }
@@ -34,13 +27,7 @@ pub fn run(
         received_at: timefmt::now_rfc3339(),
         raw: None,
     };
-    let input = RawInput {
-        source,
-        body: &body,
-        content_type: content_type.as_deref(),
-        query: query.as_deref(),
-        context: &context,
-    };
+    let input = RawInput { source, body: &body, content_type: content_type.as_deref(), query: query.as_deref(), context: &context };
     match normalize(&input) {
         Ok(events) => {
             let mut out = std::io::stdout().lock();

@@ -8,7 +8,5 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     config.require_nats_url()?;
     let ops = super::bind(config.normalizer.listen, "normalizer.listen").await?;
     let shutdown = super::shutdown_on_signals();
-    hookline_normalizer::worker::run(&config, Metrics::new(), Some(ops), shutdown)
-        .await
-        .context("normalizer")
+    hookline_normalizer::worker::run(&config, Metrics::new(), Some(ops), shutdown).await.context("normalizer")
 }

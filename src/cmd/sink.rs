@@ -13,22 +13,12 @@ pub struct SinkArgs {
 }
 
 pub async fn run(config: Config, args: SinkArgs) -> anyhow::Result<()> {
-    let state = SinkState::new(
-        config.sink.signing_secret.as_ref(),
-        config.sink.print || args.print,
-    )
-    .context("sink.signing_secret")?;
+    let state = SinkState::new(config.sink.signing_secret.as_ref(), config.sink.print || args.print).context("sink.signing_secret")?;
     if config.sink.signing_secret.is_none() {
         tracing::warn!("sink.signing_secret is not set: deliveries are accepted unsigned");
     }
     if let Some(status) = args.fail_status {
-        state.set_failure(FailurePlan {
-            status,
-            ratio: args.fail_ratio,
-            for_s: args.fail_for_s,
-            count: None,
-            retry_after_s: None,
-        });
+        state.set_failure(FailurePlan { status, ratio: args.fail_ratio, for_s: args.fail_for_s, count: None, retry_after_s: None });
     }
     let listener = super::bind(config.sink.listen, "sink.listen").await?;
     tracing::info!(addr = %config.sink.listen, "sink listening");

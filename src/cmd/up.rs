@@ -18,10 +18,7 @@ use hookline_shared::{Secret, Source};
 const DEMO_CHANNEL: &str = "demo-telegram";
 
 /// Reads a secret kept in a file under data_dir, or creates it (mode 0600).
-fn persisted_secret(
-    path: &Path,
-    make: impl FnOnce() -> anyhow::Result<Secret>,
-) -> anyhow::Result<Secret> {
+fn persisted_secret(path: &Path, make: impl FnOnce() -> anyhow::Result<Secret>) -> anyhow::Result<Secret> {
     if let Ok(text) = std::fs::read_to_string(path) {
         return Ok(Secret::new(text.trim().to_string()));
     }
@@ -46,16 +43,14 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
 
 pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
 
     let mut nats_process = None;
     if config.nats.url.is_none() {
         let binary = find_nats_server()?;
         let port = free_port()?;
         let dir = data_dir.join("nats");
-        let process =
-            tokio::task::spawn_blocking(move || NatsProcess::start(&binary, &dir, port)).await??;
+        let process = tokio::task::spawn_blocking(move || NatsProcess::start(&binary, &dir, port)).await??;
         config.nats.url = Some(process.url());
         nats_process = Some(process);
     }
@@ -67,13 +62,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let demo_token = if config.channels.is_empty() {
         let token = persisted_secret(&data_dir.join("demo-telegram.token"), || {
             let key = generate_key_base64()?;
-            Ok(Secret::new(
-                key.expose()
-                    .chars()
-                    .filter(char::is_ascii_alphanumeric)
-                    .take(32)
-                    .collect::<String>(),
-            ))
+            Ok(Secret::new(key.expose().chars().filter(char::is_ascii_alphanumeric).take(32).collect::<String>()))
         })?;
         config.channels.push(ChannelDecl {
             id: DEMO_CHANNEL.into(),
@@ -97,10 +86,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     if config.forwarder.target_url.is_none() {
         // No messaging service: deliver to a sink in this process that prints each event.
         let secret = persisted_secret(&data_dir.join("sink-signing.secret"), || {
-            Ok(Secret::new(format!(
-                "whsec_{}",
-                generate_key_base64()?.expose()
-            )))
+            Ok(Secret::new(format!("whsec_{}", generate_key_base64()?.expose())))
         })?;
         let state = SinkState::new(Some(&secret), true).context("sink signing secret")?;
         let sink_listener = super::bind(config.sink.listen, "sink.listen").await?;
@@ -110,12 +96,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         config.forwarder.signing_secret = Some(secret);
         builtin_sink = true;
     }
-    print_banner(
-        &config,
-        nats_process.is_some(),
-        demo_token.as_ref(),
-        builtin_sink,
-    );
+    print_banner(&config, nats_process.is_some(), demo_token.as_ref(), builtin_sink);
 
     let metrics = Metrics::new();
     let result = run_roles(&config, metrics, listener, shutdown).await;
@@ -141,60 +122,27 @@ async fn run_roles(
         r
     };
     let (ingest, normalizer) = tokio::join!(
-        async {
-            stop_all(
-                hookline_ingest::run(config, metrics.clone(), listener, shutdown.clone())
-                    .await
-                    .context("ingest"),
-            )
-        },
-        async {
-            stop_all(
-                hookline_normalizer::worker::run(config, metrics.clone(), None, shutdown.clone())
-                    .await
-                    .context("normalizer"),
-            )
-        },
+        async { stop_all(hookline_ingest::run(config, metrics.clone(), listener, shutdown.clone()).await.context("ingest"),) },
+        async { stop_all(hookline_normalizer::worker::run(config, metrics.clone(), None, shutdown.clone()).await.context("normalizer"),) },
     );
     ingest.and(normalizer)
 }
 
-fn print_banner(
-    config: &Config,
-    private_nats: bool,
-    demo_token: Option<&Secret>,
-    builtin_sink: bool,
-) {
+fn print_banner(config: &Config, private_nats: bool, demo_token: Option<&Secret>, builtin_sink: bool) {
     let listen = config.ingest.listen;
     let local = format!("http://127.0.0.1:{}", listen.port());
-    let nats = config
-        .nats
-        .url
-        .as_deref()
-        .map(hookline_shared::jetstream::redact_url)
-        .unwrap_or_default();
+    let nats = config.nats.url.as_deref().map(hookline_shared::jetstream::redact_url).unwrap_or_default();
     println!();
     println!("hookline up");
     if private_nats {
-        println!(
-            "  nats      {nats}  (private, data in {})",
-            config.data_dir.join("nats").display()
-        );
+        println!("  nats      {nats}  (private, data in {})", config.data_dir.join("nats").display());
     } else {
         println!("  nats      {nats}");
     }
-    println!(
-        "  ingest    {local}  (public URL {})",
-        config.ingest.public_url
-    );
+    println!("  ingest    {local}  (public URL {})", config.ingest.public_url);
     println!("  metrics   {local}/metrics");
     println!("  readiness {local}/readyz");
-    let target = config
-        .forwarder
-        .target_url
-        .as_deref()
-        .map(hookline_shared::jetstream::redact_url)
-        .unwrap_or_default();
+    let target = config.forwarder.target_url.as_deref().map(hookline_shared::jetstream::redact_url).unwrap_or_default();
     if builtin_sink {
         println!("  sink      {target}  (built in: prints each delivered event below)");
     } else {
@@ -210,13 +158,8 @@ fn print_banner(
         );
         println!();
         println!("It answers 200 once the webhook is stored in JetStream (stream HOOKLINE_RAW);");
-        println!(
-            "the normalizer publishes its event to HOOKLINE_EVENTS and the forwarder delivers it."
-        );
+        println!("the normalizer publishes its event to HOOKLINE_EVENTS and the forwarder delivers it.");
     }
-    println!(
-        "Ctrl-C stops everything; the data stays in {}.",
-        config.data_dir.display()
-    );
+    println!("Ctrl-C stops everything; the data stays in {}.", config.data_dir.display());
     println!();
 }

@@ -12,20 +12,12 @@ use hookline_shared::Secret;
 
 const SIGNATURE_HEADER: &str = "x-360dialog-signature";
 
-pub fn verify(
-    secret: &Secret,
-    settings: &ChannelSettings,
-    req: &SignedRequest<'_>,
-) -> Result<(), VerifyError> {
+pub fn verify(secret: &Secret, settings: &ChannelSettings, req: &SignedRequest<'_>) -> Result<(), VerifyError> {
     match &settings.dialog360 {
         Some(Dialog360Auth::Signature) => {
             let value = header(req.headers, SIGNATURE_HEADER)?;
             let hex_sig = value.strip_prefix("sha256=").unwrap_or(value);
-            verify_hex(
-                hmac::<Sha256>(secret.expose().as_bytes(), &[req.body]),
-                hex_sig,
-                SIGNATURE_HEADER,
-            )
+            verify_hex(hmac::<Sha256>(secret.expose().as_bytes(), &[req.body]), hex_sig, SIGNATURE_HEADER)
         }
         Some(Dialog360Auth::Header(name)) => check_header(secret, req, name),
         None => check_header(secret, req, "authorization"),
@@ -33,9 +25,7 @@ pub fn verify(
 }
 
 fn check_header(secret: &Secret, req: &SignedRequest<'_>, name: &str) -> Result<(), VerifyError> {
-    let value = req.headers.get(name).ok_or(VerifyError::MissingHeader(
-        "the configured 360dialog header",
-    ))?;
+    let value = req.headers.get(name).ok_or(VerifyError::MissingHeader("the configured 360dialog header"))?;
     if constant_time_eq(value.as_bytes(), secret.expose().as_bytes()) {
         Ok(())
     } else {
@@ -56,30 +46,9 @@ mod tests {
     #[test]
     fn the_default_is_the_authorization_header() {
         let ch = channel(Source::Dialog360, "Bearer s3cret");
-        assert_eq!(
-            check(
-                &ch,
-                &headers(&[("authorization", "Bearer s3cret")]),
-                BODY,
-                "http://h/",
-                at(0)
-            ),
-            Ok(())
-        );
-        assert_eq!(
-            check(
-                &ch,
-                &headers(&[("authorization", "Bearer s3creT")]),
-                BODY,
-                "http://h/",
-                at(0)
-            ),
-            Err(VerifyError::Mismatch)
-        );
-        assert!(matches!(
-            check(&ch, &headers(&[]), BODY, "http://h/", at(0)),
-            Err(VerifyError::MissingHeader(_))
-        ));
+        assert_eq!(check(&ch, &headers(&[("authorization", "Bearer s3cret")]), BODY, "http://h/", at(0)), Ok(()));
+        assert_eq!(check(&ch, &headers(&[("authorization", "Bearer s3creT")]), BODY, "http://h/", at(0)), Err(VerifyError::Mismatch));
+        assert!(matches!(check(&ch, &headers(&[]), BODY, "http://h/", at(0)), Err(VerifyError::MissingHeader(_))));
     }
 
     #[test]
@@ -88,24 +57,8 @@ mod tests {
         let mut map = serde_json::Map::new();
         map.insert("header_name".into(), "X-Partner-Auth".into());
         ch.settings = ChannelSettings::from_map(Source::Dialog360, &map).expect("settings");
-        assert_eq!(
-            check(
-                &ch,
-                &headers(&[("x-partner-auth", "abc")]),
-                BODY,
-                "http://h/",
-                at(0)
-            ),
-            Ok(())
-        );
-        assert!(check(
-            &ch,
-            &headers(&[("authorization", "abc")]),
-            BODY,
-            "http://h/",
-            at(0)
-        )
-        .is_err());
+        assert_eq!(check(&ch, &headers(&[("x-partner-auth", "abc")]), BODY, "http://h/", at(0)), Ok(()));
+        assert!(check(&ch, &headers(&[("authorization", "abc")]), BODY, "http://h/", at(0)).is_err());
     }
 
     #[test]
@@ -116,36 +69,9 @@ mod tests {
         map.insert("auth".into(), "signature".into());
         ch.settings = ChannelSettings::from_map(Source::Dialog360, &map).expect("settings");
         let sig = "f9679f400f79488d1c37d1a3a465c84400067698def32ffac67ed7837544696e";
-        assert_eq!(
-            check(
-                &ch,
-                &headers(&[("x-360dialog-signature", sig)]),
-                BODY,
-                "http://h/",
-                at(0)
-            ),
-            Ok(())
-        );
-        assert_eq!(
-            check(
-                &ch,
-                &headers(&[("x-360dialog-signature", &format!("sha256={sig}"))]),
-                BODY,
-                "http://h/",
-                at(0)
-            ),
-            Ok(())
-        );
-        assert_eq!(
-            check(
-                &ch,
-                &headers(&[("x-360dialog-signature", sig)]),
-                b"{}",
-                "http://h/",
-                at(0)
-            ),
-            Err(VerifyError::Mismatch)
-        );
+        assert_eq!(check(&ch, &headers(&[("x-360dialog-signature", sig)]), BODY, "http://h/", at(0)), Ok(()));
+        assert_eq!(check(&ch, &headers(&[("x-360dialog-signature", &format!("sha256={sig}"))]), BODY, "http://h/", at(0)), Ok(()));
+        assert_eq!(check(&ch, &headers(&[("x-360dialog-signature", sig)]), b"{}", "http://h/", at(0)), Err(VerifyError::Mismatch));
     }
 
     proptest! {

@@ -10,14 +10,8 @@ const HEADER: &str = "x-hub-signature-256";
 
 pub fn verify(app_secret: &Secret, req: &SignedRequest<'_>) -> Result<(), VerifyError> {
     let value = header(req.headers, HEADER)?;
-    let hex_sig = value
-        .strip_prefix("sha256=")
-        .ok_or(VerifyError::Malformed(HEADER))?;
-    verify_hex(
-        hmac::<Sha256>(app_secret.expose().as_bytes(), &[req.body]),
-        hex_sig,
-        HEADER,
-    )
+    let hex_sig = value.strip_prefix("sha256=").ok_or(VerifyError::Malformed(HEADER))?;
+    verify_hex(hmac::<Sha256>(app_secret.expose().as_bytes(), &[req.body]), hex_sig, HEADER)
 }
 
 #[cfg(test)]
@@ -33,15 +27,9 @@ mod tests {
     #[test]
     fn verifies_the_whatsapp_sdk_vector() {
         let ch = channel(Source::Whatsapp, "TEST_APP_SECRET");
-        let h = headers(&[(
-            "x-hub-signature-256",
-            "sha256=0c61947b610d4f45e65f3d680e26027121ec2413e77598bcb6cfc6e0d9888221",
-        )]);
+        let h = headers(&[("x-hub-signature-256", "sha256=0c61947b610d4f45e65f3d680e26027121ec2413e77598bcb6cfc6e0d9888221")]);
         assert_eq!(check(&ch, &h, b"test", URL, at(0)), Ok(()));
-        assert_eq!(
-            check(&ch, &h, b"tesT", URL, at(0)),
-            Err(VerifyError::Mismatch)
-        );
+        assert_eq!(check(&ch, &h, b"tesT", URL, at(0)), Err(VerifyError::Mismatch));
     }
 
     // Meta signs the escaped-unicode bytes it sends: the raw bytes, never re-serialized JSON.
@@ -49,35 +37,20 @@ mod tests {
     fn verifies_escaped_unicode_on_the_exact_bytes() {
         let body = br#"{"object":"whatsapp_business_account","entry":[{"id":"0","changes":[{"field":"messages","value":{"messaging_product":"whatsapp","messages":[{"from":"16505551234","id":"wamid.TEST","timestamp":"1700000000","type":"text","text":{"body":"caf\u00e9"}}]}}]}]}"#;
         let ch = channel(Source::Messenger, "hookline-meta-secret");
-        let h = headers(&[(
-            "x-hub-signature-256",
-            "sha256=dada950ec881b255ba5f29b64499d8a3b1bb6a2998a9c311550e281ef1822031",
-        )]);
+        let h = headers(&[("x-hub-signature-256", "sha256=dada950ec881b255ba5f29b64499d8a3b1bb6a2998a9c311550e281ef1822031")]);
         assert_eq!(check(&ch, &h, body, URL, at(0)), Ok(()));
         let decoded = String::from_utf8_lossy(body).replace("\\u00e9", "é");
-        assert_eq!(
-            check(&ch, &h, decoded.as_bytes(), URL, at(0)),
-            Err(VerifyError::Mismatch)
-        );
+        assert_eq!(check(&ch, &h, decoded.as_bytes(), URL, at(0)), Err(VerifyError::Mismatch));
     }
 
     #[test]
     fn refuses_missing_and_malformed_headers() {
         let ch = channel(Source::Instagram, "s");
-        assert_eq!(
-            check(&ch, &headers(&[]), b"x", URL, at(0)),
-            Err(VerifyError::MissingHeader("x-hub-signature-256"))
-        );
+        assert_eq!(check(&ch, &headers(&[]), b"x", URL, at(0)), Err(VerifyError::MissingHeader("x-hub-signature-256")));
         let sha1 = headers(&[("x-hub-signature-256", "sha1=abcd")]);
-        assert_eq!(
-            check(&ch, &sha1, b"x", URL, at(0)),
-            Err(VerifyError::Malformed("x-hub-signature-256"))
-        );
+        assert_eq!(check(&ch, &sha1, b"x", URL, at(0)), Err(VerifyError::Malformed("x-hub-signature-256")));
         let not_hex = headers(&[("x-hub-signature-256", "sha256=zz")]);
-        assert_eq!(
-            check(&ch, &not_hex, b"x", URL, at(0)),
-            Err(VerifyError::Malformed("x-hub-signature-256"))
-        );
+        assert_eq!(check(&ch, &not_hex, b"x", URL, at(0)), Err(VerifyError::Malformed("x-hub-signature-256")));
     }
 
     proptest! {

@@ -63,11 +63,7 @@ pub struct Tolerances {
 
 /// Verifies `req` for `channel`: Ok when any secret valid now verifies it. The error reported is
 /// the current secret's.
-pub fn verify(
-    channel: &Channel,
-    req: &SignedRequest<'_>,
-    tolerances: &Tolerances,
-) -> Result<(), VerifyError> {
+pub fn verify(channel: &Channel, req: &SignedRequest<'_>, tolerances: &Tolerances) -> Result<(), VerifyError> {
     let mut first_error = None;
     for secret in channel.secrets.valid_at(req.now) {
         match verify_with(channel, secret, req, tolerances) {
@@ -80,12 +76,7 @@ pub fn verify(
     Err(first_error.unwrap_or(VerifyError::Mismatch))
 }
 
-fn verify_with(
-    channel: &Channel,
-    secret: &Secret,
-    req: &SignedRequest<'_>,
-    tolerances: &Tolerances,
-) -> Result<(), VerifyError> {
+fn verify_with(channel: &Channel, secret: &Secret, req: &SignedRequest<'_>, tolerances: &Tolerances) -> Result<(), VerifyError> {
     match channel.source {
         Source::Whatsapp | Source::Messenger | Source::Instagram => meta::verify(secret, req),
         Source::Telegram => telegram::verify(secret, req),
@@ -111,18 +102,13 @@ pub fn meta_handshake<'q>(channel: &Channel, query: &'q str) -> Option<std::borr
             _ => {}
         }
     }
-    let token_ok =
-        token.is_some_and(|t| constant_time_eq(t.as_bytes(), expected.expose().as_bytes()));
+    let token_ok = token.is_some_and(|t| constant_time_eq(t.as_bytes(), expected.expose().as_bytes()));
     (mode.as_deref() == Some("subscribe") && token_ok).then_some(challenge?)
 }
 
 /// A header's value as text.
 fn header<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str, VerifyError> {
-    headers
-        .get(name)
-        .ok_or(VerifyError::MissingHeader(name))?
-        .to_str()
-        .map_err(|_| VerifyError::Malformed(name))
+    headers.get(name).ok_or(VerifyError::MissingHeader(name))?.to_str().map_err(|_| VerifyError::Malformed(name))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -144,11 +130,7 @@ where
 }
 
 /// Constant-time check of a hex HMAC (either case).
-fn verify_hex<D: EagerHash>(
-    mac: Hmac<D>,
-    hex_sig: &str,
-    header_name: &'static str,
-) -> Result<(), VerifyError>
+fn verify_hex<D: EagerHash>(mac: Hmac<D>, hex_sig: &str, header_name: &'static str) -> Result<(), VerifyError>
 where
     Hmac<D>: Mac,
 {
@@ -182,35 +164,16 @@ pub(crate) mod test_support {
         h
     }
 
-    pub const TOLERANCES: Tolerances = Tolerances {
-        webchat_s: 300,
-        mercadopago_s: 600,
-    };
+    pub const TOLERANCES: Tolerances = Tolerances { webchat_s: 300, mercadopago_s: 600 };
 
     pub fn at(unix: i64) -> OffsetDateTime {
         OffsetDateTime::from_unix_timestamp(unix).expect("valid time")
     }
 
     /// Runs `verify` for a request with these parts.
-    pub fn check(
-        channel: &Channel,
-        headers: &HeaderMap,
-        body: &[u8],
-        url: &str,
-        now: OffsetDateTime,
-    ) -> Result<(), VerifyError> {
+    pub fn check(channel: &Channel, headers: &HeaderMap, body: &[u8], url: &str, now: OffsetDateTime) -> Result<(), VerifyError> {
         let query = url.split_once('?').map(|(_, q)| q);
-        verify(
-            channel,
-            &SignedRequest {
-                headers,
-                body,
-                query,
-                public_url: url,
-                now,
-            },
-            &TOLERANCES,
-        )
+        verify(channel, &SignedRequest { headers, body, query, public_url: url, now }, &TOLERANCES)
     }
 }
 
@@ -225,21 +188,13 @@ mod tests {
     fn a_rotated_channel_accepts_the_previous_secret_until_it_expires() {
         let now = at(1_700_000_000);
         let mut ch = channel(Source::Telegram, "new-token");
-        ch.secrets = ChannelSecrets {
-            current: Secret::new("new-token"),
-            previous: Some((Secret::new("old-token"), now + Duration::seconds(60))),
-        };
+        ch.secrets =
+            ChannelSecrets { current: Secret::new("new-token"), previous: Some((Secret::new("old-token"), now + Duration::seconds(60))) };
         let old = headers(&[("x-telegram-bot-api-secret-token", "old-token")]);
         assert_eq!(check(&ch, &old, b"{}", "http://h/", now), Ok(()));
-        assert_eq!(
-            check(&ch, &old, b"{}", "http://h/", now + Duration::seconds(61)),
-            Err(VerifyError::Mismatch)
-        );
+        assert_eq!(check(&ch, &old, b"{}", "http://h/", now + Duration::seconds(61)), Err(VerifyError::Mismatch));
         let new = headers(&[("x-telegram-bot-api-secret-token", "new-token")]);
-        assert_eq!(
-            check(&ch, &new, b"{}", "http://h/", now + Duration::seconds(61)),
-            Ok(())
-        );
+        assert_eq!(check(&ch, &new, b"{}", "http://h/", now + Duration::seconds(61)), Ok(()));
     }
 
     #[test]
@@ -248,26 +203,10 @@ mod tests {
         ch.verify_token = Some(Secret::new("meatyhamhock"));
         let ok = "hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token=meatyhamhock";
         assert_eq!(meta_handshake(&ch, ok).as_deref(), Some("1158201444"));
-        assert_eq!(
-            meta_handshake(
-                &ch,
-                "hub.mode=subscribe&hub.challenge=1&hub.verify_token=nope"
-            ),
-            None
-        );
-        assert_eq!(
-            meta_handshake(
-                &ch,
-                "hub.mode=unsubscribe&hub.challenge=1&hub.verify_token=meatyhamhock"
-            ),
-            None
-        );
+        assert_eq!(meta_handshake(&ch, "hub.mode=subscribe&hub.challenge=1&hub.verify_token=nope"), None);
+        assert_eq!(meta_handshake(&ch, "hub.mode=unsubscribe&hub.challenge=1&hub.verify_token=meatyhamhock"), None);
         ch.verify_token = None;
-        assert_eq!(
-            meta_handshake(&ch, ok),
-            None,
-            "no token configured: no handshake"
-        );
+        assert_eq!(meta_handshake(&ch, ok), None, "no token configured: no handshake");
     }
 
     #[test]

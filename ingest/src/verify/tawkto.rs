@@ -9,11 +9,7 @@ const HEADER: &str = "x-tawk-signature";
 
 pub fn verify(secret: &Secret, req: &SignedRequest<'_>) -> Result<(), VerifyError> {
     let value = header(req.headers, HEADER)?;
-    verify_hex(
-        hmac::<Sha1>(secret.expose().as_bytes(), &[req.body]),
-        value,
-        HEADER,
-    )
+    verify_hex(hmac::<Sha1>(secret.expose().as_bytes(), &[req.body]), value, HEADER)
 }
 
 #[cfg(test)]
@@ -29,22 +25,10 @@ mod tests {
     #[test]
     fn verifies_hex_hmac_sha1_of_the_body() {
         let ch = channel(Source::Tawkto, "hookline-tawk-secret");
-        let h = headers(&[
-            (
-                "x-tawk-signature",
-                "3dcae7b3cf8087807872c43e854c5f4bca899bb5",
-            ),
-            ("x-hook-event-id", "e1"),
-        ]);
+        let h = headers(&[("x-tawk-signature", "3dcae7b3cf8087807872c43e854c5f4bca899bb5"), ("x-hook-event-id", "e1")]);
         assert_eq!(check(&ch, &h, BODY, "http://h/", at(0)), Ok(()));
-        assert_eq!(
-            check(&ch, &h, &BODY[1..], "http://h/", at(0)),
-            Err(VerifyError::Mismatch)
-        );
-        assert_eq!(
-            check(&ch, &headers(&[]), BODY, "http://h/", at(0)),
-            Err(VerifyError::MissingHeader("x-tawk-signature"))
-        );
+        assert_eq!(check(&ch, &h, &BODY[1..], "http://h/", at(0)), Err(VerifyError::Mismatch));
+        assert_eq!(check(&ch, &headers(&[]), BODY, "http://h/", at(0)), Err(VerifyError::MissingHeader("x-tawk-signature")));
     }
 
     proptest! {

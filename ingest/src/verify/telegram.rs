@@ -27,35 +27,12 @@ mod tests {
     fn accepts_the_exact_token_only() {
         let ch = channel(Source::Telegram, TOKEN);
         let url = "http://h/webhooks/ch1";
-        assert_eq!(
-            check(
-                &ch,
-                &headers(&[("x-telegram-bot-api-secret-token", TOKEN)]),
-                b"{}",
-                url,
-                at(0)
-            ),
-            Ok(())
-        );
-        for wrong in [
-            "hookline_TEST-token_012345678",
-            "hookline_TEST-token_01234567890",
-            "HOOKLINE_TEST-token_0123456789",
-            "",
-        ] {
+        assert_eq!(check(&ch, &headers(&[("x-telegram-bot-api-secret-token", TOKEN)]), b"{}", url, at(0)), Ok(()));
+        for wrong in ["hookline_TEST-token_012345678", "hookline_TEST-token_01234567890", "HOOKLINE_TEST-token_0123456789", ""] {
             let h = headers(&[("x-telegram-bot-api-secret-token", wrong)]);
-            assert_eq!(
-                check(&ch, &h, b"{}", url, at(0)),
-                Err(VerifyError::Mismatch),
-                "{wrong:?}"
-            );
+            assert_eq!(check(&ch, &h, b"{}", url, at(0)), Err(VerifyError::Mismatch), "{wrong:?}");
         }
-        assert_eq!(
-            check(&ch, &headers(&[]), b"{}", url, at(0)),
-            Err(VerifyError::MissingHeader(
-                "x-telegram-bot-api-secret-token"
-            ))
-        );
+        assert_eq!(check(&ch, &headers(&[]), b"{}", url, at(0)), Err(VerifyError::MissingHeader("x-telegram-bot-api-secret-token")));
     }
 
     proptest! {

@@ -20,13 +20,9 @@ impl TestNats {
     /// Starts a server; panics with the reason (this is test code).
     pub fn start() -> TestNats {
         let binary = find_nats_server().unwrap_or_else(|e| panic!("{e}"));
-        let dir = tempfile::Builder::new()
-            .prefix("hookline-nats-")
-            .tempdir()
-            .unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let dir = tempfile::Builder::new().prefix("hookline-nats-").tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let port = free_port().unwrap_or_else(|e| panic!("free port: {e}"));
-        let process =
-            NatsProcess::start(&binary, dir.path(), port).unwrap_or_else(|e| panic!("{e}"));
+        let process = NatsProcess::start(&binary, dir.path(), port).unwrap_or_else(|e| panic!("{e}"));
         TestNats { process, dir }
     }
 
@@ -53,9 +49,7 @@ impl TestNats {
     }
 
     pub async fn client(&self) -> async_nats::Client {
-        async_nats::connect(self.url())
-            .await
-            .unwrap_or_else(|e| panic!("connect to test NATS: {e}"))
+        async_nats::connect(self.url()).await.unwrap_or_else(|e| panic!("connect to test NATS: {e}"))
     }
 
     pub async fn jetstream(&self) -> async_nats::jetstream::Context {
@@ -72,10 +66,7 @@ pub struct TestPostgres {
 impl TestPostgres {
     pub fn start() -> TestPostgres {
         let bin = find_postgres_bin().unwrap_or_else(|e| panic!("{e}"));
-        let dir = tempfile::Builder::new()
-            .prefix("hookline-pg-")
-            .tempdir()
-            .unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let dir = tempfile::Builder::new().prefix("hookline-pg-").tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let port = free_port().unwrap_or_else(|e| panic!("free port: {e}"));
         let process = PgProcess::start(&bin, dir.path(), port).unwrap_or_else(|e| panic!("{e}"));
         TestPostgres { process, dir }
@@ -91,9 +82,7 @@ impl TestPostgres {
 
     /// Creates a database and returns its URL.
     pub fn create_database(&self, name: &str) -> String {
-        self.process
-            .create_database(name)
-            .unwrap_or_else(|e| panic!("{e}"))
+        self.process.create_database(name).unwrap_or_else(|e| panic!("{e}"))
     }
 
     pub fn stop(&mut self) {
