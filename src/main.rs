@@ -70,8 +70,131 @@ enum Command {
         /// The payload file; standard input when absent.
         file: Option<PathBuf>,
     },
+    /// Re-runs raw webhooks through the normalizer (raw) or events through the forwarder (events);
+    /// what it publishes carries replay: true and keeps its ids.
+    Replay {
+        #[arg(value_enum)]
+        stream: ReplayStreamArg,
+        #[command(flatten)]
+        select: SelectArgs,
+        /// Count what would be replayed; publish nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// At most this many messages a second.
+        #[arg(long, value_name = "PER_SECOND")]
+        rate: Option<u32>,
+    },
+    /// Dead letters: list, show, redrive (put back where they failed) or purge.
+    Dlq {
+        #[command(subcommand)]
+        action: DlqCommand,
+    },
     /// Checks the configuration and exits: 0 when valid, 78 naming the wrong key otherwise.
     CheckConfig,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ReplayStreamArg {
+    /// HOOKLINE_RAW, through the normalizer.
+    Raw,
+    /// HOOKLINE_EVENTS, through the forwarder.
+    Events,
+}
+
+/// Which messages: all given filters must match.
+#[derive(clap::Args, Clone, Default)]
+struct SelectArgs {
+    /// From this time: RFC 3339, or an age such as 15m, 2h, 7d.
+    #[arg(long, value_parser = parse_time)]
+    from: Option<time::OffsetDateTime>,
+    /// Up to this time: RFC 3339, or an age.
+    #[arg(long, value_parser = parse_time)]
+    to: Option<time::OffsetDateTime>,
+    /// From this stream sequence.
+    #[arg(long)]
+    from_seq: Option<u64>,
+    /// Up to this stream sequence.
+    #[arg(long)]
+    to_seq: Option<u64>,
+    #[arg(long)]
+    channel: Option<String>,
+    #[arg(long)]
+    tenant: Option<String>,
+    #[arg(long)]
+    source: Option<hookline_shared::Source>,
+}
+
+fn parse_time(s: &str) -> Result<time::OffsetDateTime, String> {
+    hookline_operations::selection::parse_time(s)
+}
+
+impl From<SelectArgs> for hookline_operations::selection::Selection {
+    fn from(a: SelectArgs) -> Self {
+        hookline_operations::selection::Selection {
+            from: a.from,
+            to: a.to,
+            from_seq: a.from_seq,
+            to_seq: a.to_seq,
+            channel: a.channel,
+            tenant: a.tenant,
+            source: a.source,
+        }
+    }
+}
+
+/// Which dead letters.
+#[derive(clap::Args, Clone, Default)]
+struct DlqFilterArgs {
+    #[command(flatten)]
+    select: SelectArgs,
+    /// normalize or forward.
+    #[arg(long)]
+    stage: Option<String>,
+    /// A reason code, e.g. invalid_json, rejected_4xx, attempts_exhausted.
+    #[arg(long)]
+    reason: Option<String>,
+    /// Only these DLQ sequences (repeat the flag).
+    #[arg(long = "seq")]
+    seqs: Vec<u64>,
+    /// At most this many.
+    #[arg(long)]
+    limit: Option<u64>,
+}
+
+impl From<DlqFilterArgs> for hookline_operations::dlq::DlqFilter {
+    fn from(a: DlqFilterArgs) -> Self {
+        hookline_operations::dlq::DlqFilter { selection: a.select.into(), stage: a.stage, reason: a.reason, seqs: a.seqs, limit: a.limit }
+    }
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Stage, reason, attempts, age and subject of each dead letter.
+    List {
+        #[command(flatten)]
+        filter: DlqFilterArgs,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One dead letter with its headers and body.
+    Show { seq: u64 },
+    /// Puts dead letters back where they failed; each leaves the DLQ once its re-publish is acked.
+    Redrive {
+        #[command(flatten)]
+        filter: DlqFilterArgs,
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Deletes dead letters (needs --yes).
+    Purge {
+        #[command(flatten)]
+        filter: DlqFilterArgs,
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -105,6 +228,23 @@ fn main() -> ExitCode {
             Command::Ingest => cmd::ingest::run(config).await,
             Command::Normalizer => cmd::normalizer::run(config).await,
             Command::Forwarder => cmd::forwarder::run(config).await,
+            Command::Replay { stream, select, dry_run, rate } => {
+                let stream = match stream {
+                    ReplayStreamArg::Raw => hookline_operations::replay::ReplayStream::Raw,
+                    ReplayStreamArg::Events => hookline_operations::replay::ReplayStream::Events,
+                };
+                cmd::replay::run(config, stream, select.into(), dry_run, rate).await
+            }
+            Command::Dlq { action } => {
+                use cmd::dlq::DlqAction;
+                let (action, filter) = match action {
+                    DlqCommand::List { filter, json } => (DlqAction::List { json }, filter),
+                    DlqCommand::Show { seq } => (DlqAction::Show { seq }, DlqFilterArgs::default()),
+                    DlqCommand::Redrive { filter, dry_run } => (DlqAction::Redrive { dry_run }, filter),
+                    DlqCommand::Purge { filter, dry_run, yes } => (DlqAction::Purge { dry_run, yes }, filter),
+                };
+                cmd::dlq::run(config, action, filter.into()).await
+            }
             Command::Sink { print, fail_status, fail_ratio, fail_for_s } => {
                 cmd::sink::run(config, cmd::sink::SinkArgs { print, fail_status, fail_ratio, fail_for_s }).await
             }

@@ -2,6 +2,8 @@
 //! module per source, and runs the worker that does so for every message of `HOOKLINE_RAW`.
 
 pub mod build;
+pub mod publish;
+pub mod raw;
 pub mod sources;
 pub mod worker;
 

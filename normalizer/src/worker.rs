@@ -6,7 +6,6 @@
 
 use async_nats::jetstream::consumer::{pull, AckPolicy};
 use async_nats::jetstream::{self, AckKind, Message};
-use async_nats::HeaderMap;
 use futures_util::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,23 +17,21 @@ use tracing::Instrument;
 
 use hookline_shared::config::{Config, NormalizerConfig};
 use hookline_shared::dlq::{self, DeadLetter};
-use hookline_shared::event::{NormalizedEvent, RawRef};
 use hookline_shared::jetstream::{self as js_setup, NatsSetupError};
 use hookline_shared::metrics::{EventLabels, Metrics, OutcomeLabels};
 use hookline_shared::names::{self, header};
-use hookline_shared::{ops_server, telemetry, timefmt, Source};
+use hookline_shared::{ops_server, telemetry, Source};
 
-use crate::{normalize, EventContext, RawInput};
+use crate::publish::publish_events;
+use crate::raw::{read_headers, InvalidHeaders};
+use crate::{normalize, RawInput};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
     #[error(transparent)]
     Nats(#[from] NatsSetupError),
     #[error("cannot create the consumer {consumer}: {message}")]
-    Consumer {
-        consumer: &'static str,
-        message: String,
-    },
+    Consumer { consumer: &'static str, message: String },
 }
 
 struct Worker {
@@ -65,14 +62,8 @@ pub async fn run(
     let js = jetstream::new(client.clone());
     js_setup::ensure_streams(&js, &config.streams).await?;
     let cfg = config.normalizer.clone();
-    let consumer_error = |e: String| WorkerError::Consumer {
-        consumer: names::NORMALIZER_CONSUMER,
-        message: e,
-    };
-    let stream = js
-        .get_stream(names::RAW_STREAM)
-        .await
-        .map_err(|e| consumer_error(e.to_string()))?;
+    let consumer_error = |e: String| WorkerError::Consumer { consumer: names::NORMALIZER_CONSUMER, message: e };
+    let stream = js.get_stream(names::RAW_STREAM).await.map_err(|e| consumer_error(e.to_string()))?;
     let consumer: jetstream::consumer::PullConsumer = stream
         .create_consumer(pull::Config {
             durable_name: Some(names::NORMALIZER_CONSUMER.to_string()),
@@ -89,35 +80,16 @@ pub async fn run(
 
     if let Some(listener) = ops_listener {
         let probe = client.clone();
-        let ready =
-            Arc::new(move || probe.connection_state() == async_nats::connection::State::Connected);
-        tokio::spawn(ops_server::serve(
-            listener,
-            metrics.clone(),
-            ready,
-            shutdown.clone(),
-        ));
+        let ready = Arc::new(move || probe.connection_state() == async_nats::connection::State::Connected);
+        tokio::spawn(ops_server::serve(listener, metrics.clone(), ready, shutdown.clone()));
     }
 
-    let worker = Arc::new(Worker {
-        js,
-        metrics,
-        config: cfg.clone(),
-    });
+    let worker = Arc::new(Worker { js, metrics, config: cfg.clone() });
     let permits = Arc::new(Semaphore::new(cfg.max_in_flight));
     let mut tasks = JoinSet::new();
-    tracing::info!(
-        consumer = names::NORMALIZER_CONSUMER,
-        max_in_flight = cfg.max_in_flight,
-        "normalizer running"
-    );
+    tracing::info!(consumer = names::NORMALIZER_CONSUMER, max_in_flight = cfg.max_in_flight, "normalizer running");
     'outer: while !shutdown.is_cancelled() {
-        let mut messages = match consumer
-            .stream()
-            .max_messages_per_batch(cfg.batch_size)
-            .messages()
-            .await
-        {
+        let mut messages = match consumer.stream().max_messages_per_batch(cfg.batch_size).messages().await {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot pull from HOOKLINE_RAW; retrying");
@@ -159,21 +131,13 @@ pub async fn run(
             while tasks.try_join_next().is_some() {}
         }
     }
-    tracing::info!(
-        in_flight = tasks.len(),
-        "normalizer stopping: finishing the messages it holds"
-    );
+    tracing::info!(in_flight = tasks.len(), "normalizer stopping: finishing the messages it holds");
     while tasks.join_next().await.is_some() {}
     let _ = client.flush().await;
     Ok(())
 }
 
-fn text<'a>(headers: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
-    headers
-        .and_then(|h| h.get(name))
-        .map(|v| v.as_str())
-        .filter(|s| !s.is_empty())
-}
+use crate::raw::header_text as text;
 
 impl Worker {
     async fn handle(&self, message: Message) {
@@ -185,171 +149,60 @@ impl Worker {
             }
         };
         let headers = message.headers.as_ref();
-        let span = tracing::info_span!(
-            "normalize",
-            source = text(headers, header::SOURCE).unwrap_or("unknown"),
-            stream_seq = seq,
-            delivered
-        );
+        let span =
+            tracing::info_span!("normalize", source = text(headers, header::SOURCE).unwrap_or("unknown"), stream_seq = seq, delivered);
         telemetry::set_parent(&span, text(headers, header::TRACEPARENT));
-        let outcome = self
-            .process(&message, seq, delivered, &span)
-            .instrument(span.clone())
-            .await;
+        let outcome = self.process(&message, seq, delivered, &span).instrument(span.clone()).await;
         let _enter = span.enter();
         let (label, ack) = match outcome {
             Outcome::Normalized => ("normalized", AckKind::Ack),
             Outcome::DeadLettered => ("dead_lettered", AckKind::Ack),
             Outcome::Retry(reason) => {
                 tracing::warn!(%reason, "not stored; redelivery in {:?}", Duration::from_millis(self.config.retry_delay_ms));
-                (
-                    "retried",
-                    AckKind::Nak(Some(Duration::from_millis(self.config.retry_delay_ms))),
-                )
+                ("retried", AckKind::Nak(Some(Duration::from_millis(self.config.retry_delay_ms))))
             }
         };
-        self.metrics
-            .raw_messages
-            .get_or_create(&OutcomeLabels { outcome: label })
-            .inc();
+        self.metrics.raw_messages.get_or_create(&OutcomeLabels { outcome: label }).inc();
         if let Err(e) = message.ack_with(ack).await {
             // The events are stored; a redelivery republishes them with the same ids (deduplicated).
             tracing::warn!(error = %e, "ack failed; the message will be redelivered");
         }
     }
 
-    async fn process(
-        &self,
-        message: &Message,
-        seq: u64,
-        delivered: i64,
-        span: &tracing::Span,
-    ) -> Outcome {
-        let headers = message.headers.as_ref();
-        let subject = message.subject.as_str();
-        let source = text(headers, header::SOURCE).and_then(|s| s.parse::<Source>().ok());
-        let tenant = text(headers, header::TENANT).filter(|t| names::is_valid_id(t));
-        let channel = text(headers, header::CHANNEL).filter(|c| names::is_valid_id(c));
-        let (Some(source), Some(tenant), Some(channel)) = (source, tenant, channel) else {
-            let who = source.map_or("unknown", Source::as_str);
-            return self
-                .dead_letter(message, "invalid_headers", "raw message without a valid Hookline-Source, Hookline-Tenant or Hookline-Channel", who, seq, delivered)
-                .await;
+    async fn process(&self, message: &Message, seq: u64, delivered: i64, span: &tracing::Span) -> Outcome {
+        let raw = match read_headers(message.headers.as_ref()) {
+            Ok(raw) => raw,
+            Err(invalid) => {
+                let who = invalid.source.map_or("unknown", Source::as_str);
+                return self.dead_letter(message, InvalidHeaders::REASON, InvalidHeaders::DETAIL, who, seq, delivered).await;
+            }
         };
-        let context = EventContext {
-            tenant_id: tenant.to_string(),
-            channel_id: channel.to_string(),
-            platform: String::new(),
-            received_at: text(headers, header::RECEIVED_AT)
-                .map_or_else(timefmt::now_rfc3339, str::to_string),
-            raw: Some(RawRef {
-                subject: subject.to_string(),
-                seq,
-            }),
-        };
-        let input = RawInput {
-            source,
-            body: &message.payload,
-            content_type: text(headers, header::CONTENT_TYPE),
-            query: text(headers, header::QUERY),
-            context: &context,
-        };
+        let context = raw.context(message.subject.as_str(), seq);
+        let input =
+            RawInput { source: raw.source, body: &message.payload, content_type: raw.content_type, query: raw.query, context: &context };
         match normalize(&input) {
             Ok(events) => {
-                self.store(
-                    &events,
-                    tenant,
-                    channel,
-                    &telemetry::traceparent(span, text(headers, header::TRACEPARENT)),
-                )
-                .await
+                let traceparent = telemetry::traceparent(span, raw.traceparent);
+                let timeout = Duration::from_millis(self.config.publish_ack_timeout_ms);
+                match publish_events(&self.js, &events, raw.tenant, raw.channel, &traceparent, None, timeout).await {
+                    Ok(()) => {
+                        for event in &events {
+                            self.metrics
+                                .normalized_events
+                                .get_or_create(&EventLabels { source: event.source.as_str(), kind: event.kind.as_str() })
+                                .inc();
+                        }
+                        tracing::debug!(events = events.len(), "normalized");
+                        Outcome::Normalized
+                    }
+                    Err(e) => Outcome::Retry(e),
+                }
             }
-            Err(e) => {
-                self.dead_letter(
-                    message,
-                    e.code(),
-                    &e.to_string(),
-                    source.as_str(),
-                    seq,
-                    delivered,
-                )
-                .await
-            }
+            Err(e) => self.dead_letter(message, e.code(), &e.to_string(), raw.source.as_str(), seq, delivered).await,
         }
     }
 
-    /// Publishes every event, then waits for every ack.
-    async fn store(
-        &self,
-        events: &[NormalizedEvent],
-        tenant: &str,
-        channel: &str,
-        traceparent: &str,
-    ) -> Outcome {
-        let timeout = Duration::from_millis(self.config.publish_ack_timeout_ms);
-        let mut acks = Vec::with_capacity(events.len());
-        for event in events {
-            let body = match serde_json::to_vec(event) {
-                Ok(b) => b,
-                Err(e) => {
-                    return Outcome::Retry(format!("cannot serialize event {}: {e}", event.id))
-                }
-            };
-            let mut headers = HeaderMap::new();
-            headers.insert(header::MSG_ID, event.id.as_str());
-            headers.insert(header::CONTENT_TYPE, "application/json");
-            headers.insert(header::SOURCE, event.source.as_str());
-            headers.insert(header::TENANT, tenant);
-            headers.insert(header::CHANNEL, channel);
-            headers.insert(header::TRACEPARENT, traceparent);
-            let subject = names::event_subject(tenant, &event.platform, event.kind.as_str());
-            match tokio::time::timeout(
-                timeout,
-                self.js.publish_with_headers(subject, headers, body.into()),
-            )
-            .await
-            {
-                Ok(Ok(ack)) => acks.push(ack),
-                Ok(Err(e)) => return Outcome::Retry(format!("publish of event {}: {e}", event.id)),
-                Err(_) => {
-                    return Outcome::Retry(format!("publish of event {} timed out", event.id))
-                }
-            }
-        }
-        let all = futures_util::future::join_all(
-            acks.into_iter()
-                .map(|ack| tokio::time::timeout(timeout, ack)),
-        )
-        .await;
-        for result in all {
-            match result {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => return Outcome::Retry(format!("event not acked: {e}")),
-                Err(_) => return Outcome::Retry("event ack timed out".to_string()),
-            }
-        }
-        for event in events {
-            self.metrics
-                .normalized_events
-                .get_or_create(&EventLabels {
-                    source: event.source.as_str(),
-                    kind: event.kind.as_str(),
-                })
-                .inc();
-        }
-        tracing::debug!(events = events.len(), "normalized");
-        Outcome::Normalized
-    }
-
-    async fn dead_letter(
-        &self,
-        message: &Message,
-        reason: &'static str,
-        detail: &str,
-        who: &str,
-        seq: u64,
-        delivered: i64,
-    ) -> Outcome {
+    async fn dead_letter(&self, message: &Message, reason: &'static str, detail: &str, who: &str, seq: u64, delivered: i64) -> Outcome {
         let letter = DeadLetter {
             stage: "normalize",
             reason,
@@ -362,14 +215,7 @@ impl Worker {
             original_headers: message.headers.as_ref(),
             last_status: None,
         };
-        match dlq::publish(
-            &self.js,
-            &self.metrics,
-            letter,
-            Duration::from_millis(self.config.publish_ack_timeout_ms),
-        )
-        .await
-        {
+        match dlq::publish(&self.js, &self.metrics, letter, Duration::from_millis(self.config.publish_ack_timeout_ms)).await {
             Ok(()) => Outcome::DeadLettered,
             Err(e) => Outcome::Retry(e.to_string()),
         }

@@ -106,7 +106,7 @@ impl Metrics {
             "Delivery attempts to the messaging service, by outcome (delivered, retried, dead_lettered)",
             deliveries.clone(),
         );
-        let delivery_attempts = Histogram::new([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 16.0].into_iter());
+        let delivery_attempts = Histogram::new([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 16.0]);
         registry.register(
             "delivery_attempts",
             "The attempt number of each delivery that ended (delivered or dead-lettered)",

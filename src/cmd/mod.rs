@@ -1,9 +1,11 @@
 //! One file per subcommand, and the shutdown signal they share.
 
+pub mod dlq;
 pub mod forwarder;
 pub mod ingest;
 pub mod normalize;
 pub mod normalizer;
+pub mod replay;
 pub mod sink;
 pub mod up;
 

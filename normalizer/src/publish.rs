@@ -1,0 +1,52 @@
+//! Publishing events to `HOOKLINE_EVENTS` on `hookline.events.<tenant>.<platform>.<kind>`, then
+//! waiting for every ack. `Nats-Msg-Id` is the event id, so storing the same event twice keeps
+//! one; a replay adds a suffix so that its copies are stored (and delivered) again.
+
+use async_nats::jetstream;
+use async_nats::HeaderMap;
+use std::time::Duration;
+
+use hookline_shared::event::NormalizedEvent;
+use hookline_shared::names::{self, header};
+
+/// Publishes `events` and waits for all their acks; Err says which failed and why.
+pub async fn publish_events(
+    js: &jetstream::Context,
+    events: &[NormalizedEvent],
+    tenant: &str,
+    channel: &str,
+    traceparent: &str,
+    msg_id_suffix: Option<&str>,
+    timeout: Duration,
+) -> Result<(), String> {
+    let mut acks = Vec::with_capacity(events.len());
+    for event in events {
+        let body = serde_json::to_vec(event).map_err(|e| format!("cannot serialize event {}: {e}", event.id))?;
+        let mut headers = HeaderMap::new();
+        let msg_id = match msg_id_suffix {
+            Some(suffix) => format!("{}:{suffix}", event.id),
+            None => event.id.clone(),
+        };
+        headers.insert(header::MSG_ID, msg_id.as_str());
+        headers.insert(header::CONTENT_TYPE, "application/json");
+        headers.insert(header::SOURCE, event.source.as_str());
+        headers.insert(header::TENANT, tenant);
+        headers.insert(header::CHANNEL, channel);
+        headers.insert(header::TRACEPARENT, traceparent);
+        let subject = names::event_subject(tenant, &event.platform, event.kind.as_str());
+        match tokio::time::timeout(timeout, js.publish_with_headers(subject, headers, body.into())).await {
+            Ok(Ok(ack)) => acks.push(ack),
+            Ok(Err(e)) => return Err(format!("publish of event {}: {e}", event.id)),
+            Err(_) => return Err(format!("publish of event {} timed out", event.id)),
+        }
+    }
+    let all = futures_util::future::join_all(acks.into_iter().map(|ack| tokio::time::timeout(timeout, ack))).await;
+    for result in all {
+        match result {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(format!("event not acked: {e}")),
+            Err(_) => return Err("event ack timed out".to_string()),
+        }
+    }
+    Ok(())
+}
