@@ -46,12 +46,23 @@ struct Up {
     child: Child,
     nats_url: String,
     token: String,
+    /// What `up` prints after its banner, line by line.
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        // A failed assertion must not leave `up` and its nats-server running.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn start_up(data_dir: &std::path::Path, port: u16) -> Up {
     let mut child = hookline()
         .env("HOOKLINE_DATA_DIR", data_dir)
         .env("HOOKLINE_INGEST__LISTEN", format!("127.0.0.1:{port}"))
+        .env("HOOKLINE_SINK__LISTEN", "127.0.0.1:0")
         .env("HOOKLINE_LOG__FORMAT", "json")
         .arg("up")
         .stdout(Stdio::piped())
@@ -62,7 +73,8 @@ fn start_up(data_dir: &std::path::Path, port: u16) -> Up {
     let mut nats_url = None;
     let mut token = None;
     let deadline = Instant::now() + Duration::from_secs(30);
-    for line in BufReader::new(stdout).lines() {
+    let mut reader = BufReader::new(stdout).lines();
+    for line in reader.by_ref() {
         let line = line.expect("utf-8 line");
         if let Some(rest) = line.trim().strip_prefix("nats") {
             nats_url = rest.split_whitespace().next().map(str::to_string);
@@ -74,7 +86,15 @@ fn start_up(data_dir: &std::path::Path, port: u16) -> Up {
             break;
         }
     }
-    Up { child, nats_url: nats_url.expect("banner names NATS"), token: token.expect("banner has the sample command") }
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in reader.map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    Up { child, nats_url: nats_url.expect("banner names NATS"), token: token.expect("banner has the sample command"), lines }
 }
 
 fn interrupt_and_wait(up: &mut Up) -> std::process::ExitStatus {
@@ -123,6 +143,17 @@ async fn up_starts_accepts_a_signed_webhook_stops_cleanly_and_keeps_its_data() {
         .expect("answered");
     assert_eq!(response.status(), 200);
     assert_eq!(raw_messages(&up.nats_url).await, 1);
+    // The built-in sink prints the delivered event.
+    let printed = loop {
+        let line = up.lines.recv_timeout(Duration::from_secs(30)).expect("up prints the delivered event");
+        if line.starts_with('{') {
+            break line;
+        }
+    };
+    let event: serde_json::Value = serde_json::from_str(&printed).expect("a JSON event");
+    assert_eq!(event["kind"], "message");
+    assert_eq!(event["channel_id"], "demo-telegram");
+    assert_eq!(event["message"]["text"], "hello");
 
     let status = interrupt_and_wait(&mut up);
     assert!(status.success(), "exit status {status}");

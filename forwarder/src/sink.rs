@@ -54,6 +54,8 @@ pub struct Attempt {
     /// Milliseconds since the sink started.
     pub at_ms: u64,
     pub status: u16,
+    /// The event said `replay: true`.
+    pub replay: bool,
 }
 
 #[derive(Default)]
@@ -217,7 +219,7 @@ impl SinkState {
             let mut c = self.counters();
             c.requests += 1;
             c.injected_failures += 1;
-            c.by_id.entry(id).or_default().push(Attempt { at_ms, status });
+            c.by_id.entry(id).or_default().push(Attempt { at_ms, status, replay: false });
             let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             return answer(code, "injected failure\n", retry_after);
         }
@@ -241,7 +243,7 @@ impl SinkState {
             c.received += 1;
             let attempts = c.by_id.entry(id).or_default();
             let duplicate = attempts.iter().any(|a| (200..300).contains(&a.status));
-            attempts.push(Attempt { at_ms, status: 200 });
+            attempts.push(Attempt { at_ms, status: 200, replay: event.get("replay").and_then(|v| v.as_bool()).unwrap_or(false) });
             if duplicate {
                 c.duplicates += 1;
             }

@@ -57,8 +57,10 @@ pub fn init(log: &LogConfig, telemetry: &TelemetryConfig) -> Result<TelemetryGua
     let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("hookline"));
 
     let fmt = match log.format {
-        LogFormat::Json => tracing_subscriber::fmt::layer().json().with_current_span(true).with_span_list(false).boxed(),
-        LogFormat::Pretty => tracing_subscriber::fmt::layer().with_target(false).boxed(),
+        LogFormat::Json => {
+            tracing_subscriber::fmt::layer().with_writer(std::io::stderr).json().with_current_span(true).with_span_list(false).boxed()
+        }
+        LogFormat::Pretty => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false).boxed(),
     };
     tracing_subscriber::registry().with(filter).with(fmt).with(otel).try_init().map_err(|_| TelemetryError::AlreadyInstalled)?;
     Ok(TelemetryGuard { provider })

@@ -121,11 +121,12 @@ async fn run_roles(
         }
         r
     };
-    let (ingest, normalizer) = tokio::join!(
-        async { stop_all(hookline_ingest::run(config, metrics.clone(), listener, shutdown.clone()).await.context("ingest"),) },
-        async { stop_all(hookline_normalizer::worker::run(config, metrics.clone(), None, shutdown.clone()).await.context("normalizer"),) },
+    let (ingest, normalizer, forwarder) = tokio::join!(
+        async { stop_all(hookline_ingest::run(config, metrics.clone(), listener, shutdown.clone()).await.context("ingest")) },
+        async { stop_all(hookline_normalizer::worker::run(config, metrics.clone(), None, shutdown.clone()).await.context("normalizer")) },
+        async { stop_all(hookline_forwarder::worker::run(config, metrics.clone(), None, shutdown.clone()).await.context("forwarder")) },
     );
-    ingest.and(normalizer)
+    ingest.and(normalizer).and(forwarder)
 }
 
 fn print_banner(config: &Config, private_nats: bool, demo_token: Option<&Secret>, builtin_sink: bool) {
