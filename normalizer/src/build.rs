@@ -47,7 +47,9 @@ pub fn field<'a>(v: &'a Value, key: &str, path: &str) -> Result<&'a Value, Norma
 
 /// A required array field.
 pub fn array<'a>(v: &'a Value, key: &str, path: &str) -> Result<&'a Vec<Value>, NormalizeError> {
-    field(v, key, path)?.as_array().ok_or_else(|| NormalizeError::InvalidField { field: path.to_string(), detail: "expected an array".into() })
+    field(v, key, path)?
+        .as_array()
+        .ok_or_else(|| NormalizeError::InvalidField { field: path.to_string(), detail: "expected an array".into() })
 }
 
 /// An id that platforms write as a string or a number, always as a string (numbers in decimal).

@@ -87,7 +87,13 @@ fn check_source(source: Source) {
         let query = std::fs::read_to_string(dir.join(format!("{stem}.query"))).ok().map(|q| q.trim().to_string());
         let content_type = if name.ends_with(".form") { "application/x-www-form-urlencoded" } else { "application/json" };
         let ctx = context(source);
-        let input = RawInput { source, body: &body, content_type: Some(content_type), query: query.as_deref().filter(|q| !q.is_empty()), context: &ctx };
+        let input = RawInput {
+            source,
+            body: &body,
+            content_type: Some(content_type),
+            query: query.as_deref().filter(|q| !q.is_empty()),
+            context: &ctx,
+        };
         let events_path = dir.join(format!("{stem}.events.json"));
         let error_path = dir.join(format!("{stem}.error.txt"));
         match normalize(&input) {
@@ -113,7 +119,8 @@ fn check_source(source: Source) {
                         let pretty = serde_json::to_string_pretty(&actual).expect("pretty");
                         std::fs::write(&events_path, pretty + "\n").expect("write expected events");
                     }
-                    _ => failures.push(format!("{source}/{stem}: no {}; write it with HOOKLINE_BLESS=1 and review it", events_path.display())),
+                    _ => failures
+                        .push(format!("{source}/{stem}: no {}; write it with HOOKLINE_BLESS=1 and review it", events_path.display())),
                 }
             }
             Err(e) => match std::fs::read_to_string(&error_path) {

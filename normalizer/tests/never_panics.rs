@@ -9,7 +9,13 @@ use hookline_normalizer::{normalize, EventContext, RawInput};
 use hookline_shared::Source;
 
 fn ctx() -> EventContext {
-    EventContext { tenant_id: "t".into(), channel_id: "c".into(), platform: String::new(), received_at: "2026-01-01T00:00:00Z".into(), raw: None }
+    EventContext {
+        tenant_id: "t".into(),
+        channel_id: "c".into(),
+        platform: String::new(),
+        received_at: "2026-01-01T00:00:00Z".into(),
+        raw: None,
+    }
 }
 
 fn run(source: Source, body: &[u8], query: Option<&str>) {
@@ -47,11 +53,25 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
             prop::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::Array),
             prop::collection::btree_map(
                 prop_oneof![
-                    Just("object".to_string()), Just("entry".to_string()), Just("changes".to_string()), Just("value".to_string()),
-                    Just("messages".to_string()), Just("statuses".to_string()), Just("messaging".to_string()), Just("message".to_string()),
-                    Just("type".to_string()), Just("id".to_string()), Just("from".to_string()), Just("text".to_string()),
-                    Just("chat".to_string()), Just("update_id".to_string()), Just("event".to_string()), Just("data".to_string()),
-                    Just("timestamp".to_string()), Just("sender".to_string()), "[a-z_]{1,10}",
+                    Just("object".to_string()),
+                    Just("entry".to_string()),
+                    Just("changes".to_string()),
+                    Just("value".to_string()),
+                    Just("messages".to_string()),
+                    Just("statuses".to_string()),
+                    Just("messaging".to_string()),
+                    Just("message".to_string()),
+                    Just("type".to_string()),
+                    Just("id".to_string()),
+                    Just("from".to_string()),
+                    Just("text".to_string()),
+                    Just("chat".to_string()),
+                    Just("update_id".to_string()),
+                    Just("event".to_string()),
+                    Just("data".to_string()),
+                    Just("timestamp".to_string()),
+                    Just("sender".to_string()),
+                    "[a-z_]{1,10}",
                 ],
                 inner,
                 0..6,
