@@ -89,6 +89,11 @@ enum Command {
         #[command(subcommand)]
         action: DlqCommand,
     },
+    /// Load generation and measurement (loopback only; every run bounded in time and count).
+    Bench {
+        #[command(subcommand)]
+        run: BenchCommand,
+    },
     /// Checks the configuration and exits: 0 when valid, 78 naming the wrong key otherwise.
     CheckConfig,
 }
@@ -167,6 +172,79 @@ impl From<DlqFilterArgs> for hookline_operations::dlq::DlqFilter {
     }
 }
 
+/// The load of a bench run.
+#[derive(clap::Args)]
+struct BenchLoadArgs {
+    /// Connections, each with one request at a time.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Requests a second in all; as fast as possible when absent.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// How long the load lasts.
+    #[arg(long, default_value_t = 10.0)]
+    duration_s: f64,
+    /// At most this many requests.
+    #[arg(long, default_value_t = 2_000_000)]
+    requests: u64,
+    /// One JSON object per run on standard output.
+    #[arg(long)]
+    json: bool,
+    /// Draw the timeline to this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+}
+
+impl From<BenchLoadArgs> for cmd::bench::BenchLoad {
+    fn from(a: BenchLoadArgs) -> Self {
+        cmd::bench::BenchLoad {
+            concurrency: a.concurrency,
+            rate: a.rate,
+            duration_s: a.duration_s,
+            requests: a.requests,
+            json: a.json,
+            plot: a.plot,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Signed webhooks (a mix of the golden fixtures) against ingest with its own nats-server, or --url.
+    Ingest {
+        #[command(flatten)]
+        load: BenchLoadArgs,
+        /// An ingest already running (host:port on loopback); its channels must be the bench's.
+        #[arg(long)]
+        url: Option<std::net::SocketAddr>,
+    },
+    /// The same load against a bare hyper + JetStream publish + ack server, then against ingest: the ratio.
+    Baseline {
+        #[command(flatten)]
+        load: BenchLoadArgs,
+    },
+    /// Ingest, normalizers, forwarders and a sink as processes under load; a ledger of every webhook answered 200.
+    E2e {
+        #[command(flatten)]
+        load: BenchLoadArgs,
+        #[arg(long, default_value_t = 1)]
+        normalizers: usize,
+        #[arg(long, default_value_t = 1)]
+        forwarders: usize,
+        /// nats-kill, normalizer-kill, forwarder-kill or target-500.
+        #[arg(long)]
+        fault: Option<hookline_bench::runs::Fault>,
+    },
+    /// (internal) the baseline server.
+    #[command(hide = true)]
+    ServeBaseline {
+        #[arg(long)]
+        nats: String,
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+    },
+}
+
 #[derive(Subcommand)]
 enum DlqCommand {
     /// Stage, reason, attempts, age and subject of each dead letter.
@@ -235,6 +313,14 @@ fn main() -> ExitCode {
                 };
                 cmd::replay::run(config, stream, select.into(), dry_run, rate).await
             }
+            Command::Bench { run } => match run {
+                BenchCommand::Ingest { load, url } => cmd::bench::ingest(load.into(), url).await,
+                BenchCommand::Baseline { load } => cmd::bench::baseline(load.into()).await,
+                BenchCommand::E2e { load, normalizers, forwarders, fault } => {
+                    cmd::bench::e2e(load.into(), normalizers, forwarders, fault).await
+                }
+                BenchCommand::ServeBaseline { nats, listen } => cmd::bench::serve_baseline(nats, listen).await,
+            },
             Command::Dlq { action } => {
                 use cmd::dlq::DlqAction;
                 let (action, filter) = match action {

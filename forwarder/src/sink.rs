@@ -4,7 +4,7 @@
 //! and can be told to fail (a status for a share of requests, for a time or a count) to exercise
 //! retries.
 //!
-//! Control routes: `GET /_sink/stats` (JSON), `POST /_sink/fail` with
+//! Control routes: `GET /_sink/stats` (JSON), `GET /_sink/ids` (the ids delivered), `POST /_sink/fail` with
 //! `{"status": 500, "ratio": 1.0, "for_s": 30, "count": 3, "retry_after_s": 2}` (all but `status`
 //! optional; `{"status": 0}` turns failing off), `POST /_sink/delay` with `{"ms": 200}` (answer
 //! every delivery that much later), `GET /healthz`. Every other POST is a delivery.
@@ -168,6 +168,11 @@ impl SinkState {
         }
     }
 
+    /// The ids answered 2xx at least once.
+    pub fn delivered_ids(&self) -> Vec<String> {
+        self.counters().by_id.iter().filter(|(_, a)| a.iter().any(|x| (200..300).contains(&x.status))).map(|(id, _)| id.clone()).collect()
+    }
+
     /// Every request per event id, in order.
     pub fn attempts(&self) -> HashMap<String, Vec<Attempt>> {
         self.counters().by_id.clone()
@@ -285,6 +290,7 @@ async fn route(state: Arc<SinkState>, req: Request<hyper::body::Incoming>) -> Re
     Ok(match (parts.method.clone(), parts.uri.path()) {
         (Method::GET, "/healthz") => answer(StatusCode::OK, "ok\n", None),
         (Method::GET, "/_sink/stats") => json(&state.stats()),
+        (Method::GET, "/_sink/ids") => json(&state.delivered_ids()),
         (Method::POST, "/_sink/fail") => match serde_json::from_slice::<FailurePlan>(&body) {
             Ok(plan) => {
                 state.set_failure(plan);

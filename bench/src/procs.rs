@@ -1,0 +1,236 @@
+//! The processes of a bench run: a private nats-server and `hookline` roles started as child
+//! processes of this binary, on free loopback ports in a temporary folder, killed on drop.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use hookline_shared::channel::ChannelDecl;
+use hookline_shared::config::Config;
+use hookline_shared::crypto::generate_key_base64;
+use hookline_shared::servers::{find_nats_server, free_port, NatsProcess};
+use hookline_shared::{Secret, Source};
+
+use crate::workload::{Template, TENANT};
+
+/// A `hookline` child process.
+pub struct Role {
+    pub name: String,
+    pub child: Child,
+    pub port: u16,
+}
+
+impl Role {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Role {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Resident memory of a process in MiB (Linux), or 0 when unknown.
+pub fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+pub struct Stack {
+    pub nats: NatsProcess,
+    pub key: Secret,
+    pub sink_secret: Secret,
+    exe: PathBuf,
+    dir: tempfile::TempDir,
+    pub roles: Vec<Role>,
+}
+
+/// The secret each source's bench channel is signed with.
+pub fn secret_for(source: Source) -> String {
+    match source {
+        Source::Webchat => "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_string(),
+        _ => format!("bench-secret-{}", source.as_str()),
+    }
+}
+
+impl Stack {
+    pub fn start() -> Result<Stack, String> {
+        let dir = tempfile::Builder::new().prefix("hookline-bench-").tempdir().map_err(|e| e.to_string())?;
+        let binary = find_nats_server().map_err(|e| e.to_string())?;
+        let port = free_port().map_err(|e| e.to_string())?;
+        let nats = NatsProcess::start(&binary, &dir.path().join("nats"), port).map_err(|e| e.to_string())?;
+        let key = generate_key_base64().map_err(|e| e.to_string())?;
+        let sink_secret = Secret::new(format!("whsec_{}", generate_key_base64().map_err(|e| e.to_string())?.expose()));
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        Ok(Stack { nats, key, sink_secret, exe, dir, roles: Vec::new() })
+    }
+
+    pub fn url(&self) -> String {
+        self.nats.url()
+    }
+
+    /// A configuration as the roles will see it, for this process's own use (channels, streams).
+    pub fn config(&self) -> Result<Config, String> {
+        let vars = self.env().into_iter().collect::<Vec<_>>();
+        Config::load_with_env(&hookline_shared::config::Sources::default(), &vars).map_err(|e| e.to_string())
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("HOOKLINE_NATS__URL".into(), self.nats.url()),
+            ("HOOKLINE_SECRETS__KEY".into(), self.key.expose().into()),
+            ("HOOKLINE_LOG__LEVEL".into(), "warn".into()),
+            ("HOOKLINE_LOG__FORMAT".into(), "json".into()),
+            ("HOOKLINE_DATA_DIR".into(), self.dir.path().display().to_string()),
+        ]
+    }
+
+    /// Starts `hookline <args>` with the stack's environment plus `extra`.
+    pub fn spawn(&mut self, name: &str, args: &[&str], extra: &[(&str, String)], port: u16) -> Result<usize, String> {
+        let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(&self.exe);
+        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("HOOKLINE_") && k != "HOOKLINE_NATS_SERVER" {
+                cmd.env_remove(k);
+            }
+        }
+        for (k, v) in self.env() {
+            cmd.env(k, v);
+        }
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().map_err(|e| format!("cannot start {name}: {e}"))?;
+        self.roles.push(Role { name: name.to_string(), child, port });
+        Ok(self.roles.len() - 1)
+    }
+
+    pub fn spawn_ingest(&mut self) -> Result<u16, String> {
+        let port = free_port().map_err(|e| e.to_string())?;
+        self.spawn("ingest", &["ingest"], &[("HOOKLINE_INGEST__LISTEN", format!("127.0.0.1:{port}"))], port)?;
+        Ok(port)
+    }
+
+    pub fn spawn_normalizer(&mut self, n: usize) -> Result<(), String> {
+        let port = free_port().map_err(|e| e.to_string())?;
+        self.spawn(&format!("normalizer-{n}"), &["normalizer"], &[("HOOKLINE_NORMALIZER__LISTEN", format!("127.0.0.1:{port}"))], port)?;
+        Ok(())
+    }
+
+    pub fn spawn_forwarder(&mut self, n: usize, target: &str) -> Result<(), String> {
+        let port = free_port().map_err(|e| e.to_string())?;
+        self.spawn(
+            &format!("forwarder-{n}"),
+            &["forwarder"],
+            &[
+                ("HOOKLINE_FORWARDER__LISTEN", format!("127.0.0.1:{port}")),
+                ("HOOKLINE_FORWARDER__TARGET_URL", target.to_string()),
+                ("HOOKLINE_FORWARDER__SIGNING_SECRET", self.sink_secret.expose().to_string()),
+                ("HOOKLINE_FORWARDER__RETRY_SCHEDULE_S", "[1, 2, 4, 8, 15, 30, 60, 120]".to_string()),
+                ("HOOKLINE_FORWARDER__ACK_WAIT_S", "10".to_string()),
+            ],
+            port,
+        )?;
+        Ok(())
+    }
+
+    pub fn spawn_sink(&mut self) -> Result<u16, String> {
+        let port = free_port().map_err(|e| e.to_string())?;
+        let secret = self.sink_secret.expose().to_string();
+        self.spawn(
+            "sink",
+            &["sink"],
+            &[("HOOKLINE_SINK__LISTEN", format!("127.0.0.1:{port}")), ("HOOKLINE_SINK__SIGNING_SECRET", secret)],
+            port,
+        )?;
+        Ok(port)
+    }
+
+    pub fn spawn_baseline(&mut self) -> Result<u16, String> {
+        let port = free_port().map_err(|e| e.to_string())?;
+        let url = self.nats.url();
+        self.spawn("baseline", &["bench", "serve-baseline", "--nats", &url, "--listen", &format!("127.0.0.1:{port}")], &[], port)?;
+        Ok(port)
+    }
+
+    /// Kills the role at `index` (SIGKILL) and starts it again with the same arguments.
+    pub fn kill_role(&mut self, index: usize) {
+        if let Some(role) = self.roles.get_mut(index) {
+            role.kill();
+        }
+    }
+
+    /// Writes one channel per template to the KV bucket, creating streams first.
+    pub async fn write_channels(&self, templates: &[Template]) -> Result<(), String> {
+        let config = self.config()?;
+        let client = async_nats::connect(self.nats.url()).await.map_err(|e| e.to_string())?;
+        let js = async_nats::jetstream::new(client);
+        hookline_shared::jetstream::ensure_streams(&js, &config.streams).await.map_err(|e| e.to_string())?;
+        let store = hookline_shared::jetstream::channels_bucket(&js, &config.streams).await.map_err(|e| e.to_string())?;
+        let keyring = config.keyring().map_err(|e| e.to_string())?;
+        for t in templates {
+            let decl = ChannelDecl {
+                id: t.channel_id.clone(),
+                tenant_id: TENANT.into(),
+                source: t.source,
+                secret: Secret::new(secret_for(t.source)),
+                verify_token: None,
+                platform: None,
+                name: None,
+                default: false,
+                settings: Default::default(),
+            };
+            let record = decl.to_record(&keyring, time::OffsetDateTime::now_utc());
+            let json = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
+            store.put(&t.channel_id, json.into()).await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+/// Polls `url` until it answers 200, up to `limit`.
+pub async fn wait_http_ok(url: &str, limit: Duration) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if http_get(url).await.is_some_and(|(status, _)| status == 200) {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("{url} not ready within {limit:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A GET over a fresh connection: (status, body).
+pub async fn http_get(url: &str) -> Option<(u16, bytes::Bytes)> {
+    request("GET", url, bytes::Bytes::new()).await
+}
+
+pub async fn http_post(url: &str, body: &str) -> Option<(u16, bytes::Bytes)> {
+    request("POST", url, bytes::Bytes::from(body.to_string())).await
+}
+
+async fn request(method: &str, url: &str, body: bytes::Bytes) -> Option<(u16, bytes::Bytes)> {
+    use http_body_util::{BodyExt, Full};
+    let rest = url.strip_prefix("http://")?;
+    let (authority, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(a, p)| (a, format!("/{p}")));
+    let stream = tokio::net::TcpStream::connect(authority).await.ok()?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.ok()?;
+    tokio::spawn(connection);
+    let request = hyper::Request::builder().method(method).uri(path).header("host", authority).body(Full::new(body)).ok()?;
+    let response = tokio::time::timeout(Duration::from_secs(10), sender.send_request(request)).await.ok()?.ok()?;
+    let status = response.status().as_u16();
+    let bytes = response.into_body().collect().await.ok()?.to_bytes();
+    Some((status, bytes))
+}

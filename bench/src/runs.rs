@@ -1,0 +1,367 @@
+//! The runs: `ingest` (hookline's ingest under load), `baseline` (the thinnest path, same load),
+//! and `e2e` (ingest → normalizer → forwarder → sink, with N processes per worker role and an
+//! optional fault), each reported with figures and, for e2e, a ledger.
+
+use serde::Serialize;
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::PullConsumer;
+use hookline_shared::names;
+use sink_view::SinkStatsView;
+
+use crate::load::{self, LoadResult, LoadSpec};
+use crate::procs::{http_get, http_post, rss_mib, secret_for, wait_http_ok, Stack};
+use crate::workload::{self, Template};
+
+mod sink_view {
+    //! The sink's `/_sink/stats` answer, read as JSON from the sink process.
+    use serde::Deserialize;
+
+    #[derive(Debug, Clone, Default, Deserialize)]
+    pub struct Latency {
+        pub p50: f64,
+        pub p99: f64,
+    }
+
+    #[derive(Debug, Clone, Default, Deserialize)]
+    pub struct SinkStatsView {
+        pub unique: u64,
+        pub duplicates: u64,
+        pub bad_signature: u64,
+        pub latency_ms: Option<Latency>,
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub concurrency: usize,
+    pub rate: Option<f64>,
+    pub duration: Duration,
+    pub max_requests: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fault {
+    /// SIGKILL the nats-server, restart it a few seconds later.
+    NatsKill,
+    /// SIGKILL a normalizer every few seconds, and start it again.
+    NormalizerKill,
+    /// SIGKILL a forwarder every few seconds, and start it again.
+    ForwarderKill,
+    /// The target answers 500 during the middle third of the run.
+    Target500,
+}
+
+impl std::str::FromStr for Fault {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "nats-kill" => Ok(Fault::NatsKill),
+            "normalizer-kill" => Ok(Fault::NormalizerKill),
+            "forwarder-kill" => Ok(Fault::ForwarderKill),
+            "target-500" => Ok(Fault::Target500),
+            other => Err(format!("unknown fault {other:?}: expected nats-kill, normalizer-kill, forwarder-kill or target-500")),
+        }
+    }
+}
+
+fn spec(opts: &LoadOptions, target: SocketAddr) -> LoadSpec {
+    LoadSpec { target, concurrency: opts.concurrency, rate: opts.rate, duration: opts.duration, max_requests: opts.max_requests }
+}
+
+fn progress_line(label: &'static str) -> impl Fn(u64, u64) + Sync {
+    use std::io::{IsTerminal, Write};
+    let tty = std::io::stderr().is_terminal();
+    move |sent, second| {
+        if tty {
+            eprint!("\r{label}: {second:>3} s, {sent} sent");
+            let _ = std::io::stderr().flush();
+        }
+    }
+}
+
+fn end_progress() {
+    use std::io::IsTerminal;
+    if std::io::stderr().is_terminal() {
+        eprintln!();
+    }
+}
+
+/// hookline's ingest with its own nats-server, or the ingest at `url`.
+pub async fn ingest(opts: &LoadOptions, url: Option<SocketAddr>) -> Result<LoadResult, String> {
+    let templates = workload::templates()?;
+    let (_stack, target, public) = match url {
+        Some(addr) => (None, addr, format!("http://{addr}")),
+        None => {
+            let mut stack = Stack::start()?;
+            stack.write_channels(&templates).await?;
+            let port = stack.spawn_ingest()?;
+            wait_http_ok(&format!("http://127.0.0.1:{port}/readyz"), Duration::from_secs(30)).await?;
+            (Some(stack), SocketAddr::from(([127, 0, 0, 1], port)), "http://localhost:8080".to_string())
+        }
+    };
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let t = templates.clone();
+    let make = move |n| workload::webhook(&t, n, &public, &|s| secret_for(s), now);
+    let result = load::run(&spec(opts, target), make, false, &progress_line("ingest")).await;
+    end_progress();
+    Ok(result)
+}
+
+/// The baseline server with its own nats-server.
+pub async fn baseline(opts: &LoadOptions) -> Result<LoadResult, String> {
+    let templates = workload::templates()?;
+    let mut stack = Stack::start()?;
+    stack.write_channels(&templates).await?;
+    let port = stack.spawn_baseline()?;
+    wait_http_ok(&format!("http://127.0.0.1:{port}/ready"), Duration::from_secs(30)).await?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let t = templates.clone();
+    let make = move |n| workload::webhook(&t, n, "http://localhost:8080", &|s| secret_for(s), now);
+    let result = load::run(&spec(opts, SocketAddr::from(([127, 0, 0, 1], port))), make, false, &progress_line("baseline")).await;
+    end_progress();
+    Ok(result)
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LagSample {
+    pub second: f64,
+    pub normalizer_pending: u64,
+    pub forwarder_pending: u64,
+    pub delivered: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Ledger {
+    pub sent: u64,
+    pub answered_200: u64,
+    /// Events of webhooks answered 200.
+    pub expected_events: u64,
+    pub delivered: u64,
+    pub in_dlq: u64,
+    pub duplicates: u64,
+    /// Deliveries the sink refused for a bad signature (must be 0).
+    pub bad_signatures: u64,
+    pub lost: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct E2eReport {
+    pub fault: Option<Fault>,
+    pub normalizers: usize,
+    pub forwarders: usize,
+    pub load: LoadResult,
+    pub ledger: Ledger,
+    /// Events delivered per second, from the first request to the last delivery.
+    pub delivered_per_second: f64,
+    pub latency_p50_ms: f64,
+    pub latency_p99_ms: f64,
+    pub lag: Vec<LagSample>,
+    /// Peak resident memory per role, MiB.
+    pub rss_mib: BTreeMap<String, f64>,
+    pub notes: Vec<String>,
+}
+
+async fn sink_stats(port: u16) -> Option<SinkStatsView> {
+    let (_, body) = http_get(&format!("http://127.0.0.1:{port}/_sink/stats")).await?;
+    serde_json::from_slice(&body).ok()
+}
+
+async fn pending(js: &async_nats::jetstream::Context, stream: &str, consumer: &str) -> u64 {
+    let Ok(s) = js.get_stream(stream).await else { return 0 };
+    let Ok(mut c) = s.get_consumer::<async_nats::jetstream::consumer::pull::Config>(consumer).await else { return 0 };
+    let c: &mut PullConsumer = &mut c;
+    c.info().await.map(|i| i.num_pending + i.num_ack_pending as u64).unwrap_or(0)
+}
+
+/// Ids in the DLQ: event ids of forward-stage letters; normalize-stage letters counted by raw body.
+async fn dlq_event_ids(js: &async_nats::jetstream::Context) -> Result<HashSet<String>, String> {
+    let mut ids = HashSet::new();
+    let Ok(mut stream) = js.get_stream(names::DLQ_STREAM).await else { return Ok(ids) };
+    let last = stream.info().await.map_err(|e| e.to_string())?.state.last_sequence;
+    for seq in 1..=last {
+        if let Ok(msg) = stream.get_raw_message(seq).await {
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&msg.payload) {
+                if let Some(id) = v.get("id").and_then(|x| x.as_str()) {
+                    ids.insert(id.to_string());
+                }
+            }
+        }
+    }
+    Ok(ids)
+}
+
+/// Ingest, `normalizers` and `forwarders` processes and a sink, under load, with a fault.
+pub async fn e2e(opts: &LoadOptions, normalizers: usize, forwarders: usize, fault: Option<Fault>) -> Result<E2eReport, String> {
+    let templates: Vec<Template> = workload::templates()?;
+    let mut stack = Stack::start()?;
+    stack.write_channels(&templates).await?;
+    let ingest_port = stack.spawn_ingest()?;
+    let sink_port = stack.spawn_sink()?;
+    let target = format!("http://127.0.0.1:{sink_port}/events");
+    for n in 0..normalizers {
+        stack.spawn_normalizer(n)?;
+    }
+    for n in 0..forwarders {
+        stack.spawn_forwarder(n, &target)?;
+    }
+    wait_http_ok(&format!("http://127.0.0.1:{ingest_port}/readyz"), Duration::from_secs(30)).await?;
+    wait_http_ok(&format!("http://127.0.0.1:{sink_port}/healthz"), Duration::from_secs(30)).await?;
+    let client = async_nats::ConnectOptions::new().max_reconnects(None).connect(stack.url()).await.map_err(|e| e.to_string())?;
+    let js = async_nats::jetstream::new(client);
+
+    let started = Instant::now();
+    let stack = Arc::new(Mutex::new(stack));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let lag: Arc<Mutex<Vec<LagSample>>> = Arc::default();
+    let rss: Arc<Mutex<BTreeMap<String, f64>>> = Arc::default();
+    let notes: Arc<Mutex<Vec<String>>> = Arc::default();
+
+    // Sampler: consumer lag, deliveries and memory, twice a second.
+    let sampler = {
+        let (js, stack, stop, lag, rss) = (js.clone(), stack.clone(), stop.clone(), lag.clone(), rss.clone());
+        tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                let sample = LagSample {
+                    second: started.elapsed().as_secs_f64(),
+                    normalizer_pending: pending(&js, names::RAW_STREAM, names::NORMALIZER_CONSUMER).await,
+                    forwarder_pending: pending(&js, names::EVENTS_STREAM, names::FORWARDER_CONSUMER).await,
+                    delivered: sink_stats(sink_port).await.map_or(0, |s| s.unique),
+                };
+                lag.lock().unwrap_or_else(|p| p.into_inner()).push(sample);
+                let roles: Vec<(String, u32)> =
+                    stack.lock().unwrap_or_else(|p| p.into_inner()).roles.iter().map(|r| (r.name.clone(), r.pid())).collect();
+                {
+                    let mut peak = rss.lock().unwrap_or_else(|p| p.into_inner());
+                    for (name, pid) in roles {
+                        let role = name.split('-').next().unwrap_or(&name).to_string();
+                        let m = rss_mib(pid);
+                        let entry = peak.entry(role).or_insert(0.0);
+                        *entry = entry.max(m);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    };
+
+    // Fault injector.
+    let injector = {
+        let (stack, stop, notes) = (stack.clone(), stop.clone(), notes.clone());
+        let third = opts.duration / 3;
+        let target = target.clone();
+        tokio::spawn(async move {
+            let note = |s: String| notes.lock().unwrap_or_else(|p| p.into_inner()).push(s);
+            let Some(fault) = fault else { return };
+            tokio::time::sleep(third).await;
+            match fault {
+                Fault::NatsKill => {
+                    stack.lock().unwrap_or_else(|p| p.into_inner()).nats.kill();
+                    note(format!("nats-server SIGKILLed at {:.1} s", started.elapsed().as_secs_f64()));
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    let restarted = tokio::task::block_in_place(|| stack.lock().unwrap_or_else(|p| p.into_inner()).nats.restart());
+                    note(format!(
+                        "nats-server restarted at {:.1} s: {}",
+                        started.elapsed().as_secs_f64(),
+                        restarted.map_or_else(|e| e.to_string(), |_| "ok".into())
+                    ));
+                }
+                Fault::NormalizerKill | Fault::ForwarderKill => {
+                    let prefix = if fault == Fault::NormalizerKill { "normalizer" } else { "forwarder" };
+                    let mut kills = 0;
+                    while !stop.is_cancelled() && started.elapsed() < third * 2 {
+                        {
+                            let mut s = stack.lock().unwrap_or_else(|p| p.into_inner());
+                            if let Some(i) = s.roles.iter().position(|r| r.name.starts_with(prefix)) {
+                                let name = s.roles[i].name.clone();
+                                s.kill_role(i);
+                                s.roles.remove(i);
+                                let n: usize = name.rsplit('-').next().and_then(|x| x.parse().ok()).unwrap_or(0);
+                                let restarted = if prefix == "normalizer" { s.spawn_normalizer(n) } else { s.spawn_forwarder(n, &target) };
+                                if let Err(e) = restarted {
+                                    note(format!("cannot restart {name}: {e}"));
+                                }
+                                kills += 1;
+                            }
+                        }
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                    }
+                    note(format!("{prefix} processes SIGKILLed and restarted {kills} times"));
+                }
+                Fault::Target500 => {
+                    let body = format!(r#"{{"status":500,"for_s":{}}}"#, third.as_secs_f64());
+                    let ok = http_post(&format!("http://127.0.0.1:{sink_port}/_sink/fail"), &body).await.is_some_and(|(s, _)| s == 200);
+                    note(format!(
+                        "target answers 500 for {:.0} s from {:.1} s (set: {ok})",
+                        third.as_secs_f64(),
+                        started.elapsed().as_secs_f64()
+                    ));
+                }
+            }
+        })
+    };
+
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let t = templates.clone();
+    let make = move |n| workload::webhook(&t, n, "http://localhost:8080", &|s| secret_for(s), now);
+    let load_result = load::run(&spec(opts, SocketAddr::from(([127, 0, 0, 1], ingest_port))), make, true, &progress_line("e2e")).await;
+    end_progress();
+    let _ = injector.await;
+
+    // Drain: until every expected event is delivered or dead-lettered, or nothing moves for 20 s.
+    let expected: HashSet<String> = load_result.accepted_event_ids.iter().cloned().collect();
+    let mut last_progress = (Instant::now(), 0u64);
+    let mut last_delivery_at = started.elapsed();
+    loop {
+        let delivered = sink_stats(sink_port).await.map_or(0, |s| s.unique);
+        let dlq = dlq_event_ids(&js).await.map(|d| d.len() as u64).unwrap_or(0);
+        if delivered > last_progress.1 {
+            last_progress = (Instant::now(), delivered);
+            last_delivery_at = started.elapsed();
+        }
+        if delivered + dlq >= expected.len() as u64 || last_progress.0.elapsed() > Duration::from_secs(20) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.cancel();
+    let _ = sampler.await;
+
+    let delivered_ids: HashSet<String> = match http_get(&format!("http://127.0.0.1:{sink_port}/_sink/ids")).await {
+        Some((200, body)) => serde_json::from_slice::<Vec<String>>(&body).unwrap_or_default().into_iter().collect(),
+        _ => HashSet::new(),
+    };
+    let dlq_ids = dlq_event_ids(&js).await?;
+    let stats = sink_stats(sink_port).await.unwrap_or_default();
+    let delivered = expected.iter().filter(|id| delivered_ids.contains(*id)).count() as u64;
+    let in_dlq = expected.iter().filter(|id| !delivered_ids.contains(*id) && dlq_ids.contains(*id)).count() as u64;
+    let ledger = Ledger {
+        sent: load_result.sent,
+        answered_200: load_result.answered_200,
+        expected_events: expected.len() as u64,
+        delivered,
+        in_dlq,
+        duplicates: stats.duplicates,
+        bad_signatures: stats.bad_signature,
+        lost: expected.len() as u64 - delivered - in_dlq,
+    };
+    let span = last_delivery_at.as_secs_f64().max(1e-9);
+    let report = E2eReport {
+        fault,
+        normalizers,
+        forwarders,
+        delivered_per_second: delivered as f64 / span,
+        latency_p50_ms: stats.latency_ms.as_ref().map_or(0.0, |l| l.p50),
+        latency_p99_ms: stats.latency_ms.as_ref().map_or(0.0, |l| l.p99),
+        lag: std::mem::take(&mut *lag.lock().unwrap_or_else(|p| p.into_inner())),
+        rss_mib: std::mem::take(&mut *rss.lock().unwrap_or_else(|p| p.into_inner())),
+        notes: std::mem::take(&mut *notes.lock().unwrap_or_else(|p| p.into_inner())),
+        load: load_result,
+        ledger,
+    };
+    Ok(report)
+}

@@ -1,0 +1,152 @@
+//! `hookline bench ingest|baseline|e2e`: load against ingest (its own nats-server, or a URL), the
+//! same load against the thinnest possible path for a ratio, and end to end with N processes per
+//! worker role and an optional fault, reported with a ledger. `--json` prints one object per run;
+//! `--plot FILE.svg` draws the timeline.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hookline_bench::plot::{svg, Series};
+use hookline_bench::report::{print_e2e, IngestReport};
+use hookline_bench::runs::{self, Fault, LoadOptions};
+
+pub struct BenchLoad {
+    pub concurrency: usize,
+    pub rate: Option<f64>,
+    pub duration_s: f64,
+    pub requests: u64,
+    pub json: bool,
+    pub plot: Option<std::path::PathBuf>,
+}
+
+impl BenchLoad {
+    fn options(&self) -> anyhow::Result<LoadOptions> {
+        if self.concurrency == 0 || self.concurrency > 4096 {
+            anyhow::bail!("--concurrency must be 1 to 4096");
+        }
+        if !(0.1..=3600.0).contains(&self.duration_s) {
+            anyhow::bail!("--duration-s must be 0.1 to 3600");
+        }
+        Ok(LoadOptions {
+            concurrency: self.concurrency,
+            rate: self.rate,
+            duration: Duration::from_secs_f64(self.duration_s),
+            max_requests: self.requests,
+        })
+    }
+}
+
+fn write_plot(path: &std::path::Path, content: &str) -> anyhow::Result<()> {
+    std::fs::write(path, content).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    eprintln!("plot written to {}", path.display());
+    Ok(())
+}
+
+fn load_plot(title: &str, r: &hookline_bench::load::LoadResult) -> String {
+    svg(
+        title,
+        "seconds",
+        &[
+            Series {
+                name: "requests/s answered 200",
+                colour: "#1f77b4",
+                points: r.timeline.iter().map(|s| (s.second as f64, s.ok as f64)).collect(),
+            },
+            Series {
+                name: "p99 latency (ms)",
+                colour: "#d62728",
+                points: r.timeline.iter().map(|s| (s.second as f64, s.p99_ms)).collect(),
+            },
+        ],
+    )
+}
+
+pub async fn ingest(load: BenchLoad, url: Option<SocketAddr>) -> anyhow::Result<()> {
+    let opts = load.options()?;
+    let result = runs::ingest(&opts, url).await.map_err(anyhow::Error::msg)?;
+    let report = IngestReport::new("ingest", &result, None);
+    if load.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        report.print();
+    }
+    if let Some(path) = &load.plot {
+        write_plot(path, &load_plot("hookline ingest", &result))?;
+    }
+    Ok(())
+}
+
+pub async fn baseline(load: BenchLoad) -> anyhow::Result<()> {
+    let opts = load.options()?;
+    let base = runs::baseline(&opts).await.map_err(anyhow::Error::msg)?;
+    let ingest = runs::ingest(&opts, None).await.map_err(anyhow::Error::msg)?;
+    let report = IngestReport::new("ingest", &ingest, Some(&base));
+    if load.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        IngestReport::new("baseline", &base, None).print();
+        report.print();
+    }
+    if let Some(path) = &load.plot {
+        write_plot(path, &load_plot("hookline ingest", &ingest))?;
+    }
+    Ok(())
+}
+
+pub async fn e2e(load: BenchLoad, normalizers: usize, forwarders: usize, fault: Option<Fault>) -> anyhow::Result<()> {
+    let opts = load.options()?;
+    if normalizers == 0 || forwarders == 0 || normalizers > 16 || forwarders > 16 {
+        anyhow::bail!("--normalizers and --forwarders must be 1 to 16");
+    }
+    let report = runs::e2e(&opts, normalizers, forwarders, fault).await.map_err(anyhow::Error::msg)?;
+    if load.json {
+        let mut value = serde_json::to_value(&report)?;
+        if let Some(o) = value.as_object_mut() {
+            o.insert("requests_per_second".into(), report.load.requests_per_second.into());
+            o.insert("p50_ms".into(), report.load.p50_ms.into());
+            o.insert("p99_ms".into(), report.load.p99_ms.into());
+            o.insert("lost".into(), report.ledger.lost.into());
+        }
+        println!("{}", serde_json::to_string(&value)?);
+    } else {
+        print_e2e(&report);
+    }
+    if let Some(path) = &load.plot {
+        let content = svg(
+            "hookline end to end",
+            "seconds",
+            &[
+                Series {
+                    name: "events delivered (total)",
+                    colour: "#2ca02c",
+                    points: report.lag.iter().map(|s| (s.second, s.delivered as f64)).collect(),
+                },
+                Series {
+                    name: "consumer lag (messages)",
+                    colour: "#ff7f0e",
+                    points: report.lag.iter().map(|s| (s.second, (s.normalizer_pending + s.forwarder_pending) as f64)).collect(),
+                },
+            ],
+        );
+        write_plot(path, &content)?;
+    }
+    if report.ledger.lost > 0 {
+        anyhow::bail!("{} event(s) of webhooks answered 200 were neither delivered nor dead-lettered", report.ledger.lost);
+    }
+    Ok(())
+}
+
+/// The baseline server, run by `bench baseline` as a child process.
+pub async fn serve_baseline(nats: String, listen: SocketAddr) -> anyhow::Result<()> {
+    let client = async_nats::connect(nats).await?;
+    let js = async_nats::jetstream::new(client);
+    js.get_or_create_stream(async_nats::jetstream::stream::Config {
+        name: "HOOKLINE_BASELINE".into(),
+        subjects: vec![hookline_bench::baseline::SUBJECT.into()],
+        ..Default::default()
+    })
+    .await?;
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    hookline_bench::baseline::serve(listener, js).await;
+    Ok(())
+}
