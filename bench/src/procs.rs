@@ -63,14 +63,18 @@ pub fn secret_for(source: Source) -> String {
 }
 
 impl Stack {
-    pub fn start() -> Result<Stack, String> {
+    /// `binary`: the `hookline` executable for the roles (default: this one).
+    pub fn start(binary: Option<&std::path::Path>) -> Result<Stack, String> {
         let dir = tempfile::Builder::new().prefix("hookline-bench-").tempdir().map_err(|e| e.to_string())?;
-        let binary = find_nats_server().map_err(|e| e.to_string())?;
+        let nats_binary = find_nats_server().map_err(|e| e.to_string())?;
         let port = free_port().map_err(|e| e.to_string())?;
-        let nats = NatsProcess::start(&binary, &dir.path().join("nats"), port).map_err(|e| e.to_string())?;
+        let nats = NatsProcess::start(&nats_binary, &dir.path().join("nats"), port).map_err(|e| e.to_string())?;
         let key = generate_key_base64().map_err(|e| e.to_string())?;
         let sink_secret = Secret::new(format!("whsec_{}", generate_key_base64().map_err(|e| e.to_string())?.expose()));
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let exe = match binary {
+            Some(b) => b.to_path_buf(),
+            None => std::env::current_exe().map_err(|e| e.to_string())?,
+        };
         Ok(Stack { nats, key, sink_secret, exe, dir, roles: Vec::new() })
     }
 

@@ -32,6 +32,7 @@ impl BenchLoad {
             rate: self.rate,
             duration: Duration::from_secs_f64(self.duration_s),
             max_requests: self.requests,
+            binary: None,
         })
     }
 }
