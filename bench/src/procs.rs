@@ -8,7 +8,7 @@ use std::time::Duration;
 use hookline_shared::channel::ChannelDecl;
 use hookline_shared::config::Config;
 use hookline_shared::crypto::generate_key_base64;
-use hookline_shared::servers::{find_nats_server, free_port, NatsProcess};
+use hookline_shared::servers::{find_nats_server, free_port, ClusterNode, NatsProcess};
 use hookline_shared::{Secret, Source};
 
 use crate::workload::{Template, TENANT};
@@ -46,7 +46,8 @@ pub fn rss_mib(pid: u32) -> f64 {
 }
 
 pub struct Stack {
-    pub nats: NatsProcess,
+    /// One server, or the three nodes of a cluster.
+    pub nats: Vec<NatsProcess>,
     pub key: Secret,
     pub sink_secret: Secret,
     exe: PathBuf,
@@ -63,12 +64,25 @@ pub fn secret_for(source: Source) -> String {
 }
 
 impl Stack {
-    /// `binary`: the `hookline` executable for the roles (default: this one).
-    pub fn start(binary: Option<&std::path::Path>) -> Result<Stack, String> {
+    /// `binary`: the `hookline` executable for the roles (default: this one). `cluster`: three
+    /// nats-server nodes with streams replicated three times, rather than one server.
+    pub fn start(binary: Option<&std::path::Path>, cluster: bool) -> Result<Stack, String> {
         let dir = tempfile::Builder::new().prefix("hookline-bench-").tempdir().map_err(|e| e.to_string())?;
         let nats_binary = find_nats_server().map_err(|e| e.to_string())?;
-        let port = free_port().map_err(|e| e.to_string())?;
-        let nats = NatsProcess::start(&nats_binary, &dir.path().join("nats"), port).map_err(|e| e.to_string())?;
+        let mut nats = Vec::new();
+        if cluster {
+            let ports: Vec<(u16, u16)> =
+                (0..3).map(|_| Ok((free_port()?, free_port()?))).collect::<Result<_, std::io::Error>>().map_err(|e| e.to_string())?;
+            for (i, (port, cluster_port)) in ports.iter().enumerate() {
+                let routes: Vec<u16> = ports.iter().filter(|(p, _)| p != port).map(|(_, c)| *c).collect();
+                let name = format!("n{}", i + 1);
+                let node = ClusterNode { name: &name, port: *port, cluster_port: *cluster_port, routes: &routes };
+                nats.push(NatsProcess::start_node(&nats_binary, &dir.path().join(&name), &node).map_err(|e| e.to_string())?);
+            }
+        } else {
+            let port = free_port().map_err(|e| e.to_string())?;
+            nats.push(NatsProcess::start(&nats_binary, &dir.path().join("nats"), port).map_err(|e| e.to_string())?);
+        }
         let key = generate_key_base64().map_err(|e| e.to_string())?;
         let sink_secret = Secret::new(format!("whsec_{}", generate_key_base64().map_err(|e| e.to_string())?.expose()));
         let exe = match binary {
@@ -79,7 +93,11 @@ impl Stack {
     }
 
     pub fn url(&self) -> String {
-        self.nats.url()
+        self.nats.iter().map(NatsProcess::url).collect::<Vec<_>>().join(",")
+    }
+
+    pub fn clustered(&self) -> bool {
+        self.nats.len() > 1
     }
 
     /// A configuration as the roles will see it, for this process's own use (channels, streams).
@@ -89,13 +107,19 @@ impl Stack {
     }
 
     fn env(&self) -> Vec<(String, String)> {
-        vec![
-            ("HOOKLINE_NATS__URL".into(), self.nats.url()),
+        let mut env = vec![
+            ("HOOKLINE_NATS__URL".into(), self.url()),
             ("HOOKLINE_SECRETS__KEY".into(), self.key.expose().into()),
             ("HOOKLINE_LOG__LEVEL".into(), "warn".into()),
             ("HOOKLINE_LOG__FORMAT".into(), "json".into()),
             ("HOOKLINE_DATA_DIR".into(), self.dir.path().display().to_string()),
-        ]
+        ];
+        if self.clustered() {
+            for stream in ["RAW", "EVENTS", "DLQ", "CHANNELS"] {
+                env.push((format!("HOOKLINE_STREAMS__{stream}__REPLICAS"), "3".into()));
+            }
+        }
+        env
     }
 
     /// Starts `hookline <args>` with the stack's environment plus `extra`.
@@ -127,7 +151,12 @@ impl Stack {
 
     pub fn spawn_normalizer(&mut self, n: usize) -> Result<(), String> {
         let port = free_port().map_err(|e| e.to_string())?;
-        self.spawn(&format!("normalizer-{n}"), &["normalizer"], &[("HOOKLINE_NORMALIZER__LISTEN", format!("127.0.0.1:{port}"))], port)?;
+        self.spawn(
+            &format!("normalizer-{n}"),
+            &["normalizer"],
+            &[("HOOKLINE_NORMALIZER__LISTEN", format!("127.0.0.1:{port}")), ("HOOKLINE_NORMALIZER__ACK_WAIT_S", "10".to_string())],
+            port,
+        )?;
         Ok(())
     }
 
@@ -162,7 +191,7 @@ impl Stack {
 
     pub fn spawn_baseline(&mut self) -> Result<u16, String> {
         let port = free_port().map_err(|e| e.to_string())?;
-        let url = self.nats.url();
+        let url = self.url();
         self.spawn("baseline", &["bench", "serve-baseline", "--nats", &url, "--listen", &format!("127.0.0.1:{port}")], &[], port)?;
         Ok(port)
     }
@@ -177,7 +206,8 @@ impl Stack {
     /// Writes one channel per template to the KV bucket, creating streams first.
     pub async fn write_channels(&self, templates: &[Template]) -> Result<(), String> {
         let config = self.config()?;
-        let client = async_nats::connect(self.nats.url()).await.map_err(|e| e.to_string())?;
+        let addrs = hookline_shared::jetstream::server_addrs(&self.url())?;
+        let client = async_nats::connect(addrs).await.map_err(|e| e.to_string())?;
         let js = async_nats::jetstream::new(client);
         hookline_shared::jetstream::ensure_streams(&js, &config.streams).await.map_err(|e| e.to_string())?;
         let store = hookline_shared::jetstream::channels_bucket(&js, &config.streams).await.map_err(|e| e.to_string())?;

@@ -56,6 +56,8 @@ pub enum Fault {
     ForwarderKill,
     /// The target answers 500 during the middle third of the run.
     Target500,
+    /// On a 3-node cluster with streams replicated three times, SIGKILL one node and restart it.
+    ClusterNodeKill,
 }
 
 impl std::str::FromStr for Fault {
@@ -66,7 +68,10 @@ impl std::str::FromStr for Fault {
             "normalizer-kill" => Ok(Fault::NormalizerKill),
             "forwarder-kill" => Ok(Fault::ForwarderKill),
             "target-500" => Ok(Fault::Target500),
-            other => Err(format!("unknown fault {other:?}: expected nats-kill, normalizer-kill, forwarder-kill or target-500")),
+            "cluster-node-kill" => Ok(Fault::ClusterNodeKill),
+            other => Err(format!(
+                "unknown fault {other:?}: expected nats-kill, cluster-node-kill, normalizer-kill, forwarder-kill or target-500"
+            )),
         }
     }
 }
@@ -99,7 +104,7 @@ pub async fn ingest(opts: &LoadOptions, url: Option<SocketAddr>) -> Result<LoadR
     let (_stack, target, public) = match url {
         Some(addr) => (None, addr, format!("http://{addr}")),
         None => {
-            let mut stack = Stack::start(opts.binary.as_deref())?;
+            let mut stack = Stack::start(opts.binary.as_deref(), false)?;
             stack.write_channels(&templates).await?;
             let port = stack.spawn_ingest()?;
             wait_http_ok(&format!("http://127.0.0.1:{port}/readyz"), Duration::from_secs(30)).await?;
@@ -117,7 +122,7 @@ pub async fn ingest(opts: &LoadOptions, url: Option<SocketAddr>) -> Result<LoadR
 /// The baseline server with its own nats-server.
 pub async fn baseline(opts: &LoadOptions) -> Result<LoadResult, String> {
     let templates = workload::templates()?;
-    let mut stack = Stack::start(opts.binary.as_deref())?;
+    let mut stack = Stack::start(opts.binary.as_deref(), false)?;
     stack.write_channels(&templates).await?;
     let port = stack.spawn_baseline()?;
     wait_http_ok(&format!("http://127.0.0.1:{port}/ready"), Duration::from_secs(30)).await?;
@@ -200,7 +205,7 @@ async fn dlq_event_ids(js: &async_nats::jetstream::Context) -> Result<HashSet<St
 /// Ingest, `normalizers` and `forwarders` processes and a sink, under load, with a fault.
 pub async fn e2e(opts: &LoadOptions, normalizers: usize, forwarders: usize, fault: Option<Fault>) -> Result<E2eReport, String> {
     let templates: Vec<Template> = workload::templates()?;
-    let mut stack = Stack::start(opts.binary.as_deref())?;
+    let mut stack = Stack::start(opts.binary.as_deref(), fault == Some(Fault::ClusterNodeKill))?;
     stack.write_channels(&templates).await?;
     let ingest_port = stack.spawn_ingest()?;
     let sink_port = stack.spawn_sink()?;
@@ -213,7 +218,11 @@ pub async fn e2e(opts: &LoadOptions, normalizers: usize, forwarders: usize, faul
     }
     wait_http_ok(&format!("http://127.0.0.1:{ingest_port}/readyz"), Duration::from_secs(30)).await?;
     wait_http_ok(&format!("http://127.0.0.1:{sink_port}/healthz"), Duration::from_secs(30)).await?;
-    let client = async_nats::ConnectOptions::new().max_reconnects(None).connect(stack.url()).await.map_err(|e| e.to_string())?;
+    let client = async_nats::ConnectOptions::new()
+        .max_reconnects(None)
+        .connect(hookline_shared::jetstream::server_addrs(&stack.url())?)
+        .await
+        .map_err(|e| e.to_string())?;
     let js = async_nats::jetstream::new(client);
 
     let started = Instant::now();
@@ -261,16 +270,22 @@ pub async fn e2e(opts: &LoadOptions, normalizers: usize, forwarders: usize, faul
             let Some(fault) = fault else { return };
             tokio::time::sleep(third).await;
             match fault {
-                Fault::NatsKill => {
-                    stack.lock().unwrap_or_else(|p| p.into_inner()).nats.kill();
-                    note(format!("nats-server SIGKILLed at {:.1} s", started.elapsed().as_secs_f64()));
+                Fault::NatsKill | Fault::ClusterNodeKill => {
+                    let node = if fault == Fault::ClusterNodeKill { 1 } else { 0 };
+                    if let Some(n) = stack.lock().unwrap_or_else(|p| p.into_inner()).nats.get_mut(node) {
+                        n.kill();
+                    }
+                    note(format!("nats-server node {} SIGKILLed at {:.1} s", node + 1, started.elapsed().as_secs_f64()));
                     tokio::time::sleep(Duration::from_secs(3)).await;
-                    let restarted = tokio::task::block_in_place(|| stack.lock().unwrap_or_else(|p| p.into_inner()).nats.restart());
-                    note(format!(
-                        "nats-server restarted at {:.1} s: {}",
-                        started.elapsed().as_secs_f64(),
-                        restarted.map_or_else(|e| e.to_string(), |_| "ok".into())
-                    ));
+                    let restarted = tokio::task::block_in_place(|| {
+                        stack.lock().unwrap_or_else(|p| p.into_inner()).nats.get_mut(node).map(|n| n.restart())
+                    });
+                    let outcome = match restarted {
+                        Some(Ok(())) => "ok".to_string(),
+                        Some(Err(e)) => e.to_string(),
+                        None => "no such node".to_string(),
+                    };
+                    note(format!("nats-server node {} restarted at {:.1} s: {outcome}", node + 1, started.elapsed().as_secs_f64()));
                 }
                 Fault::NormalizerKill | Fault::ForwarderKill => {
                     let prefix = if fault == Fault::NormalizerKill { "normalizer" } else { "forwarder" };
@@ -325,8 +340,17 @@ pub async fn e2e(opts: &LoadOptions, normalizers: usize, forwarders: usize, faul
             last_progress = (Instant::now(), delivered);
             last_delivery_at = started.elapsed();
         }
-        if delivered + dlq >= expected.len() as u64 || last_progress.0.elapsed() > Duration::from_secs(20) {
+        if delivered + dlq >= expected.len() as u64 {
             break;
+        }
+        // Stalled: stop only when the consumers hold nothing more (a message whose ack was lost
+        // comes back after its ack_wait), or after two minutes in all.
+        if last_progress.0.elapsed() > Duration::from_secs(20) {
+            let held = pending(&js, names::RAW_STREAM, names::NORMALIZER_CONSUMER).await
+                + pending(&js, names::EVENTS_STREAM, names::FORWARDER_CONSUMER).await;
+            if held == 0 || last_progress.0.elapsed() > Duration::from_secs(120) {
+                break;
+            }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

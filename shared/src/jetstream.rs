@@ -31,14 +31,24 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// `nats.url`'s comma-separated servers, parsed.
+pub fn server_addrs(url: &str) -> Result<Vec<async_nats::ServerAddr>, String> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<async_nats::ServerAddr>().map_err(|e| format!("{}: {e}", redact_url(s))))
+        .collect()
+}
+
 /// Connects, retrying with backoff for up to about a minute, and logs every change of the
 /// connection's state afterwards. The client then reconnects on its own, forever.
 pub async fn connect(config: &NatsConfig, client_name: &str) -> Result<async_nats::Client, NatsSetupError> {
     let url = config.url.clone().ok_or(NatsSetupError::NoUrl)?;
     let shown = redact_url(&url);
+    let addrs = server_addrs(&url).map_err(|message| NatsSetupError::Connect { url: shown.clone(), message })?;
     let timeout = Duration::from_millis(config.connect_timeout_ms);
     let attempt = || {
-        let url = url.clone();
+        let addrs = addrs.clone();
         let shown = shown.clone();
         async move {
             async_nats::ConnectOptions::new()
@@ -59,7 +69,7 @@ pub async fn connect(config: &NatsConfig, client_name: &str) -> Result<async_nat
                         }
                     }
                 })
-                .connect(url.as_str())
+                .connect(addrs)
                 .await
         }
     };
@@ -93,6 +103,12 @@ fn stream_config(name: &str, subjects: &str, limits: &StreamLimits) -> stream::C
     }
 }
 
+/// Retries a JetStream set-up call for about half a minute: a cluster that is starting answers
+/// "JetStream not ready" until it has elected its leaders.
+fn setup_retry() -> ExponentialBuilder {
+    ExponentialBuilder::default().with_min_delay(Duration::from_millis(200)).with_max_delay(Duration::from_secs(3)).with_max_times(15)
+}
+
 /// Creates the three streams, or brings their limits in line with the configuration.
 pub async fn ensure_streams(js: &jetstream::Context, config: &StreamsConfig) -> Result<(), NatsSetupError> {
     for (name, subjects, limits) in [
@@ -100,7 +116,9 @@ pub async fn ensure_streams(js: &jetstream::Context, config: &StreamsConfig) -> 
         (names::EVENTS_STREAM, names::EVENTS_SUBJECTS, &config.events),
         (names::DLQ_STREAM, names::DLQ_SUBJECTS, &config.dlq),
     ] {
-        js.create_or_update_stream(stream_config(name, subjects, limits))
+        (|| js.create_or_update_stream(stream_config(name, subjects, limits)))
+            .retry(setup_retry())
+            .notify(|e, delay| tracing::warn!(stream = name, error = %e, retry_in = ?delay, "cannot set up the stream yet"))
             .await
             .map_err(|e| NatsSetupError::Stream { stream: name, message: e.to_string() })?;
     }
@@ -109,21 +127,33 @@ pub async fn ensure_streams(js: &jetstream::Context, config: &StreamsConfig) -> 
 
 /// The bucket `hookline_channels`, created when missing.
 pub async fn channels_bucket(js: &jetstream::Context, config: &StreamsConfig) -> Result<kv::Store, NatsSetupError> {
-    js.create_or_update_key_value(kv::Config {
-        bucket: names::CHANNELS_BUCKET.to_string(),
-        description: "hookline channel configurations (secrets sealed)".to_string(),
-        history: 5,
-        storage: stream::StorageType::File,
-        num_replicas: config.channels.replicas,
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| NatsSetupError::Bucket { bucket: names::CHANNELS_BUCKET, message: e.to_string() })
+    let bucket = || {
+        js.create_or_update_key_value(kv::Config {
+            bucket: names::CHANNELS_BUCKET.to_string(),
+            description: "hookline channel configurations (secrets sealed)".to_string(),
+            history: 5,
+            storage: stream::StorageType::File,
+            num_replicas: config.channels.replicas,
+            ..Default::default()
+        })
+    };
+    bucket
+        .retry(setup_retry())
+        .notify(|e, delay| tracing::warn!(error = %e, retry_in = ?delay, "cannot set up the channels bucket yet"))
+        .await
+        .map_err(|e| NatsSetupError::Bucket { bucket: names::CHANNELS_BUCKET, message: e.to_string() })
 }
 
 #[cfg(test)]
 mod tests {
     use super::redact_url;
+
+    #[test]
+    fn several_servers_are_parsed_from_one_value() {
+        let addrs = super::server_addrs("nats://127.0.0.1:4222, nats://127.0.0.1:4223,127.0.0.1:4224").expect("parses");
+        assert_eq!(addrs.len(), 3);
+        assert!(super::server_addrs("nats://h:notaport").is_err());
+    }
 
     #[test]
     fn credentials_are_redacted() {

@@ -96,12 +96,42 @@ pub struct NatsProcess {
     binary: PathBuf,
     port: u16,
     dir: PathBuf,
+    /// Cluster arguments, when this server is one node of a cluster.
+    cluster_args: Vec<String>,
+}
+
+/// One node of a local JetStream cluster.
+pub struct ClusterNode<'a> {
+    pub name: &'a str,
+    pub port: u16,
+    pub cluster_port: u16,
+    /// The other nodes' cluster ports.
+    pub routes: &'a [u16],
 }
 
 impl NatsProcess {
     /// Starts `nats-server` with JetStream, its store and log under `dir`, on 127.0.0.1:`port`.
     pub fn start(binary: &Path, dir: &Path, port: u16) -> Result<Self, ProcessError> {
-        let mut p = NatsProcess { child: None, binary: binary.to_path_buf(), port, dir: dir.to_path_buf() };
+        let mut p = NatsProcess { child: None, binary: binary.to_path_buf(), port, dir: dir.to_path_buf(), cluster_args: Vec::new() };
+        p.spawn()?;
+        Ok(p)
+    }
+
+    /// Starts one node of a JetStream cluster named `hookline`. It accepts clients at once; the
+    /// cluster elects its meta leader once a majority of nodes is up.
+    pub fn start_node(binary: &Path, dir: &Path, node: &ClusterNode<'_>) -> Result<Self, ProcessError> {
+        let routes: Vec<String> = node.routes.iter().map(|p| format!("nats://127.0.0.1:{p}")).collect();
+        let cluster_args = vec![
+            "--name".to_string(),
+            node.name.to_string(),
+            "--cluster_name".to_string(),
+            "hookline".to_string(),
+            "--cluster".to_string(),
+            format!("nats://127.0.0.1:{}", node.cluster_port),
+            "--routes".to_string(),
+            routes.join(","),
+        ];
+        let mut p = NatsProcess { child: None, binary: binary.to_path_buf(), port: node.port, dir: dir.to_path_buf(), cluster_args };
         p.spawn()?;
         Ok(p)
     }
@@ -115,6 +145,7 @@ impl NatsProcess {
             .arg(self.dir.join("jetstream"))
             .arg("-l")
             .arg(&log)
+            .args(&self.cluster_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

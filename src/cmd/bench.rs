@@ -139,7 +139,7 @@ pub async fn e2e(load: BenchLoad, normalizers: usize, forwarders: usize, fault: 
 
 /// The baseline server, run by `bench baseline` as a child process.
 pub async fn serve_baseline(nats: String, listen: SocketAddr) -> anyhow::Result<()> {
-    let client = async_nats::connect(nats).await?;
+    let client = async_nats::connect(hookline_shared::jetstream::server_addrs(&nats).map_err(anyhow::Error::msg)?).await?;
     let js = async_nats::jetstream::new(client);
     js.get_or_create_stream(async_nats::jetstream::stream::Config {
         name: "HOOKLINE_BASELINE".into(),
