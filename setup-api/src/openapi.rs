@@ -1,0 +1,91 @@
+//! The OpenAPI document of the API, generated from the handlers' `#[utoipa::path]` and the
+//! types' `ToSchema`, served at `/api/v1/openapi.json`.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::error::{ErrorBody, ErrorDetail};
+use crate::model::{ChannelPage, ChannelView, CreateChannel, RotateSecret, UpdateChannel};
+use crate::platforms::{self, meta, paste, telegram, twilio};
+use crate::routes;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "hookline setup API",
+        version = "1",
+        description = "Channel configurations of hookline. Every route needs `Authorization: Bearer <token>`. \
+                       Secrets are write-only: no answer holds one (but the paste answer of the tawkto and \
+                       mercadopago helpers, which shows a generated secret once). Errors are \
+                       `{\"error\": {\"code\", \"message\", \"field\"?}}`."
+    ),
+    paths(
+        routes::create_channel,
+        routes::list_channels,
+        routes::get_channel,
+        routes::update_channel,
+        routes::delete_channel,
+        routes::rotate_secret,
+        platforms::setup_route,
+        routes::openapi_json,
+    ),
+    components(schemas(
+        CreateChannel,
+        UpdateChannel,
+        RotateSecret,
+        ChannelView,
+        ChannelPage,
+        ErrorBody,
+        ErrorDetail,
+        platforms::SetupRequest,
+        platforms::SetupResult,
+        platforms::Paste,
+        telegram::TelegramSetup,
+        meta::WhatsappSetup,
+        meta::PageSetup,
+        twilio::TwilioSetup,
+        paste::PasteSetup,
+    )),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags(
+        (name = "channels", description = "Channel configurations, mirrored to ingest within a second"),
+        (name = "integrations", description = "Create a channel and point a platform at it"),
+        (name = "meta", description = "This document"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_document_has_every_route_and_no_secret_in_an_answer() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).expect("json");
+        let paths = doc["paths"].as_object().expect("paths");
+        for p in [
+            "/api/v1/channels",
+            "/api/v1/channels/{id}",
+            "/api/v1/channels/{id}/rotate-secret",
+            "/api/v1/integrations/{platform}/setup",
+            "/api/v1/openapi.json",
+        ] {
+            assert!(paths.contains_key(p), "{p} missing");
+        }
+        let view = &doc["components"]["schemas"]["ChannelView"]["properties"];
+        assert!(view.get("secret").is_none());
+        assert!(view.get("verify_token").is_none());
+        assert!(view.get("secret_set").is_some());
+        assert_eq!(doc["components"]["schemas"]["CreateChannel"]["properties"]["secret"]["writeOnly"], true);
+    }
+}

@@ -1,0 +1,194 @@
+//! The HTTP server: `AppState`, the router (the API under `/api/v1` behind the bearer check,
+//! `/healthz`, `/readyz`, `/metrics` beside it), the request observer (metrics and one log line
+//! per request, never a body or a header), and `run`, which wires Postgres, the mirror and the
+//! server together and drains on shutdown.
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use sqlx::PgPool;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use hookline_shared::config::{Config, ConfigError};
+use hookline_shared::crypto::Keyring;
+use hookline_shared::metrics::{Metrics, CONTENT_TYPE};
+
+use crate::auth::Tokens;
+use crate::error::ApiError;
+use crate::metrics::{ApiMetrics, RequestLabels};
+use crate::mirror::{self, Mirror};
+use crate::platforms::PlatformClient;
+use crate::{db, routes, service, SetupApiError};
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// How long shutdown waits for requests in flight.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long `/readyz` waits for Postgres.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub struct AppState {
+    pub pool: PgPool,
+    pub keyring: Arc<Keyring>,
+    pub tokens: Tokens,
+    /// `ingest.public_url` without a trailing `/`.
+    pub public_base: String,
+    pub mirror: Arc<Mirror>,
+    pub platforms: PlatformClient,
+    pub shared_metrics: Arc<Metrics>,
+    pub metrics: Arc<ApiMetrics>,
+    pub shutting_down: AtomicBool,
+}
+
+pub type SharedState = Arc<AppState>;
+
+pub fn router(state: SharedState) -> Router {
+    let api = Router::new()
+        .route("/channels", post(routes::create_channel).get(routes::list_channels))
+        .route("/channels/{id}", get(routes::get_channel).patch(routes::update_channel).delete(routes::delete_channel))
+        .route("/channels/{id}/rotate-secret", post(routes::rotate_secret))
+        .route("/integrations/{platform}/setup", post(crate::platforms::setup_route))
+        .route("/openapi.json", get(routes::openapi_json))
+        .fallback(routes::api_not_found)
+        .method_not_allowed_fallback(routes::api_method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn require_token(State(state): State<SharedState>, req: Request, next: Next) -> Response {
+    let header = req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    if state.tokens.accepts_header(header) {
+        next.run(req).await
+    } else {
+        ApiError::unauthorized().into_response()
+    }
+}
+
+/// Counts and logs every request by route template; never a body, header or query string.
+async fn observe(State(state): State<SharedState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".to_string());
+    let response = next.run(req).await;
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    state.metrics.requests.get_or_create(&RequestLabels { route: route.clone(), method: method.as_str().to_string(), status }).inc();
+    state.metrics.request_duration.observe(elapsed.as_secs_f64());
+    if !matches!(route.as_str(), "/healthz" | "/readyz" | "/metrics") {
+        tracing::info!(
+            http.method = %method,
+            http.route = %route,
+            http.response.status_code = status,
+            duration_ms = elapsed.as_millis() as u64,
+            "setup-api request"
+        );
+    }
+    response
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// 200 while Postgres answers; 503 when it does not, and during shutdown. The body also says
+/// whether the mirror is live (it does not decide readiness: with NATS away the API still takes
+/// changes, which wait in the outbox).
+async fn readyz(State(state): State<SharedState>) -> Response {
+    if state.shutting_down.load(Ordering::Acquire) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: shutting down\n").into_response();
+    }
+    let ping = sqlx::query("SELECT 1").execute(&state.pool);
+    match tokio::time::timeout(READY_TIMEOUT, ping).await {
+        Ok(Ok(_)) => (
+            StatusCode::OK,
+            if state.mirror.is_live() { "ready\nmirror: live\n" } else { "ready\nmirror: starting (NATS not reached yet)\n" },
+        )
+            .into_response(),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "not ready: Postgres does not answer\n").into_response(),
+    }
+}
+
+async fn metrics(State(state): State<SharedState>) -> Response {
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], state.metrics.encode_with(&state.shared_metrics)).into_response()
+}
+
+pub async fn run(
+    config: &Config,
+    shared_metrics: Arc<Metrics>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), SetupApiError> {
+    let keyring = Arc::new(config.keyring()?);
+    if config.setup_api.tokens.is_empty() {
+        return Err(ConfigError::new("setup_api.tokens", "required: at least one bearer token for the setup API").into());
+    }
+    config.require_nats_url()?;
+    let url =
+        config.database.url.as_ref().ok_or_else(|| ConfigError::new("database.url", "required: the Postgres URL of the setup API"))?;
+    let pool = db::connect(url, config.database.max_connections).await.map_err(|e| SetupApiError::Connect(db::describe(&e)))?;
+    db::MIGRATOR.run(&pool).await.map_err(|e| SetupApiError::Migrate(e.to_string()))?;
+    let imported = service::import_declared(&pool, &keyring, &config.channels).await?;
+    if imported > 0 {
+        tracing::info!(imported, "channels declared in the configuration imported");
+    }
+
+    let metrics = ApiMetrics::new();
+    let mirror = Mirror::new(metrics.clone());
+    let mirror_shutdown = CancellationToken::new();
+    let mirror_task = tokio::spawn(mirror::run(config.clone(), pool.clone(), mirror.clone(), mirror_shutdown.clone()));
+    let state = Arc::new(AppState {
+        pool: pool.clone(),
+        keyring,
+        tokens: Tokens::new(&config.setup_api.tokens),
+        public_base: config.ingest.public_url.trim_end_matches('/').to_string(),
+        mirror,
+        platforms: PlatformClient::new(&config.setup_api).map_err(|e| SetupApiError::HttpClient(e.to_string()))?,
+        shared_metrics,
+        metrics,
+        shutting_down: AtomicBool::new(false),
+    });
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "setup-api listening");
+    }
+    let app = router(state.clone());
+    let graceful = {
+        let shutdown = shutdown.clone();
+        let state = state.clone();
+        async move {
+            shutdown.cancelled().await;
+            state.shutting_down.store(true, Ordering::Release);
+            tracing::info!("setup-api shutting down: answering the requests in flight");
+        }
+    };
+    let serve = axum::serve(listener, app).with_graceful_shutdown(graceful);
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    let served = tokio::select! {
+        served = serve => served.map_err(|e| SetupApiError::Serve(e.to_string())),
+        _ = deadline => {
+            tracing::warn!("requests still in flight after the shutdown grace; leaving them");
+            Ok(())
+        }
+    };
+    // The mirror relays what the last requests wrote, then stops.
+    mirror_shutdown.cancel();
+    let _ = mirror_task.await;
+    pool.close().await;
+    served
+}
