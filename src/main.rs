@@ -55,6 +55,13 @@ enum Command {
         #[arg(long, value_name = "SECONDS", requires = "fail_status")]
         fail_for_s: Option<f64>,
     },
+    /// The setup API: channel configurations in Postgres, mirrored to ingest (needs database.url, setup_api.tokens).
+    SetupApi,
+    /// Channel secrets' encryption key.
+    Secrets {
+        #[command(subcommand)]
+        action: SecretsCommand,
+    },
     /// Prints the events of one raw payload as JSON lines (exit 2 when it cannot be parsed).
     Normalize {
         /// The payload's source: whatsapp, messenger, instagram, telegram, twilio, dialog360,
@@ -246,6 +253,12 @@ enum BenchCommand {
 }
 
 #[derive(Subcommand)]
+enum SecretsCommand {
+    /// Re-seals every channel secret under secrets.key (the old key listed in secrets.previous_keys).
+    RotateKey,
+}
+
+#[derive(Subcommand)]
 enum DlqCommand {
     /// Stage, reason, attempts, age and subject of each dead letter.
     List {
@@ -306,6 +319,8 @@ fn main() -> ExitCode {
             Command::Ingest => cmd::ingest::run(config).await,
             Command::Normalizer => cmd::normalizer::run(config).await,
             Command::Forwarder => cmd::forwarder::run(config).await,
+            Command::SetupApi => cmd::setup_api::run(config).await,
+            Command::Secrets { action: SecretsCommand::RotateKey } => cmd::setup_api::rotate_key(config).await,
             Command::Replay { stream, select, dry_run, rate } => {
                 let stream = match stream {
                     ReplayStreamArg::Raw => hookline_operations::replay::ReplayStream::Raw,

@@ -7,6 +7,7 @@ pub mod ingest;
 pub mod normalize;
 pub mod normalizer;
 pub mod replay;
+pub mod setup_api;
 pub mod sink;
 pub mod up;
 

@@ -12,7 +12,7 @@ use hookline_shared::channel::ChannelDecl;
 use hookline_shared::config::Config;
 use hookline_shared::crypto::generate_key_base64;
 use hookline_shared::metrics::Metrics;
-use hookline_shared::servers::{find_nats_server, free_port, NatsProcess};
+use hookline_shared::servers::{find_nats_server, find_postgres_bin, free_port, NatsProcess, PgProcess};
 use hookline_shared::{Secret, Source};
 
 const DEMO_CHANNEL: &str = "demo-telegram";
@@ -42,8 +42,9 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
 }
 
 pub async fn run(mut config: Config) -> anyhow::Result<()> {
-    let data_dir = config.data_dir.clone();
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+    // Absolute: the private Postgres runs with its own working directory.
+    let data_dir = config.data_dir.canonicalize().with_context(|| format!("data_dir {}", config.data_dir.display()))?;
 
     let mut nats_process = None;
     if config.nats.url.is_none() {
@@ -58,6 +59,32 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         let key = persisted_secret(&data_dir.join("secrets.key"), || Ok(generate_key_base64()?))?;
         config.secrets.key = Some(key);
         config.validate()?;
+    }
+    let mut pg_process = None;
+    if config.database.url.is_none() {
+        let bin = find_postgres_bin()?;
+        let port = free_port()?;
+        let dir = data_dir.join("postgres");
+        let pg = tokio::task::spawn_blocking(move || -> anyhow::Result<PgProcess> {
+            let pg = PgProcess::start(&bin, &dir, port)?;
+            match pg.create_database("hookline") {
+                Ok(_) => {}
+                Err(e) if e.to_string().contains("already exists") => {}
+                Err(e) => return Err(e.into()),
+            }
+            Ok(pg)
+        })
+        .await??;
+        config.database.url = Some(Secret::new(pg.url("hookline")));
+        pg_process = Some(pg);
+    }
+    let mut setup_token = None;
+    if config.setup_api.tokens.is_empty() {
+        let token = persisted_secret(&data_dir.join("setup-api.token"), || {
+            Ok(Secret::new(generate_key_base64()?.expose().chars().filter(char::is_ascii_alphanumeric).take(40).collect::<String>()))
+        })?;
+        config.setup_api.tokens = vec![token.clone()];
+        setup_token = Some(token);
     }
     let demo_token = if config.channels.is_empty() {
         let token = persisted_secret(&data_dir.join("demo-telegram.token"), || {
@@ -96,11 +123,18 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         config.forwarder.signing_secret = Some(secret);
         builtin_sink = true;
     }
-    print_banner(&config, nats_process.is_some(), demo_token.as_ref(), builtin_sink);
+    print_banner(&config, nats_process.is_some(), demo_token.as_ref(), builtin_sink, setup_token.as_ref());
 
+    let setup_listener = super::bind(config.setup_api.listen, "setup_api.listen").await?;
     let metrics = Metrics::new();
-    let result = run_roles(&config, metrics, listener, shutdown).await;
+    let result = run_roles(&config, metrics, listener, setup_listener, shutdown).await;
 
+    if let Some(mut pg) = pg_process {
+        match tokio::task::spawn_blocking(move || pg.stop()).await? {
+            Ok(()) => tracing::info!("private Postgres stopped"),
+            Err(e) => tracing::warn!(error = %e, "private Postgres did not stop cleanly"),
+        }
+    }
     if let Some(mut process) = nats_process {
         tokio::task::spawn_blocking(move || process.stop(Duration::from_secs(10))).await?;
         tracing::info!("private nats-server stopped");
@@ -113,6 +147,7 @@ async fn run_roles(
     config: &Config,
     metrics: std::sync::Arc<Metrics>,
     listener: tokio::net::TcpListener,
+    setup_listener: tokio::net::TcpListener,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
     let stop_all = |r: anyhow::Result<()>| {
@@ -121,15 +156,34 @@ async fn run_roles(
         }
         r
     };
-    let (ingest, normalizer, forwarder) = tokio::join!(
+    let (ingest, normalizer, forwarder, setup_api) = tokio::join!(
         async { stop_all(hookline_ingest::run(config, metrics.clone(), listener, shutdown.clone()).await.context("ingest")) },
         async { stop_all(hookline_normalizer::worker::run(config, metrics.clone(), None, shutdown.clone()).await.context("normalizer")) },
         async { stop_all(hookline_forwarder::worker::run(config, metrics.clone(), None, shutdown.clone()).await.context("forwarder")) },
+        async { stop_all(hookline_setup_api::run(config, metrics.clone(), setup_listener, shutdown.clone()).await.context("setup-api")) },
     );
-    ingest.and(normalizer).and(forwarder)
+    ingest.and(normalizer).and(forwarder).and(setup_api)
 }
 
-fn print_banner(config: &Config, private_nats: bool, demo_token: Option<&Secret>, builtin_sink: bool) {
+/// The setup API's address, its token (when generated here) and a command that creates a channel
+/// through it and sends that channel a signed webhook.
+fn print_setup_api(config: &Config, generated_token: Option<&Secret>) {
+    let api = format!("http://127.0.0.1:{}", config.setup_api.listen.port());
+    let ingest = format!("http://127.0.0.1:{}", config.ingest.listen.port());
+    println!("  setup-api {api}/api/v1  (OpenAPI: {api}/api/v1/openapi.json)");
+    let Some(token) = generated_token else { return };
+    println!("  token     {}  (generated; kept in {})", token.expose(), config.data_dir.join("setup-api.token").display());
+    println!();
+    println!("Create a channel through the API and send it a signed webhook:");
+    println!();
+    println!(
+        "  curl -s -X POST {api}/api/v1/channels -H 'Authorization: Bearer {}' -H 'Content-Type: application/json' \\\n    -d '{{\"id\":\"my-bot\",\"tenant_id\":\"demo\",\"source\":\"telegram\",\"secret\":\"my-bot-secret-token\"}}' && sleep 1 && \\\n  curl -i -X POST {ingest}/webhooks/my-bot -H 'Content-Type: application/json' -H 'X-Telegram-Bot-Api-Secret-Token: my-bot-secret-token' \\\n    -d '{{\"update_id\":2,\"message\":{{\"message_id\":2,\"date\":1700000000,\"chat\":{{\"id\":7,\"type\":\"private\"}},\"text\":\"hi from the API\"}}}}'",
+        token.expose()
+    );
+    println!();
+}
+
+fn print_banner(config: &Config, private_nats: bool, demo_token: Option<&Secret>, builtin_sink: bool, setup_token: Option<&Secret>) {
     let listen = config.ingest.listen;
     let local = format!("http://127.0.0.1:{}", listen.port());
     let nats = config.nats.url.as_deref().map(hookline_shared::jetstream::redact_url).unwrap_or_default();
@@ -161,6 +215,7 @@ fn print_banner(config: &Config, private_nats: bool, demo_token: Option<&Secret>
         println!("It answers 200 once the webhook is stored in JetStream (stream HOOKLINE_RAW);");
         println!("the normalizer publishes its event to HOOKLINE_EVENTS and the forwarder delivers it.");
     }
+    print_setup_api(config, setup_token);
     println!("Ctrl-C stops everything; the data stays in {}.", config.data_dir.display());
     println!();
 }
