@@ -63,6 +63,7 @@ fn start_up(data_dir: &std::path::Path, port: u16) -> Up {
         .env("HOOKLINE_DATA_DIR", data_dir)
         .env("HOOKLINE_INGEST__LISTEN", format!("127.0.0.1:{port}"))
         .env("HOOKLINE_SINK__LISTEN", "127.0.0.1:0")
+        .env("HOOKLINE_SETUP_API__LISTEN", "127.0.0.1:0")
         .env("HOOKLINE_LOG__FORMAT", "json")
         .arg("up")
         .stdout(Stdio::piped())
@@ -80,7 +81,8 @@ fn start_up(data_dir: &std::path::Path, port: u16) -> Up {
             nats_url = rest.split_whitespace().next().map(str::to_string);
         }
         if let Some((_, t)) = line.split_once("X-Telegram-Bot-Api-Secret-Token: ") {
-            token = Some(t.trim_end_matches(['\'', ' ', '\\']).to_string());
+            // The first sample is the demo channel's.
+            token.get_or_insert_with(|| t.trim_end_matches(['\'', ' ', '\\']).to_string());
         }
         if line.starts_with("Ctrl-C stops everything") || Instant::now() > deadline {
             break;
