@@ -203,3 +203,75 @@ async fn sigterm_to_a_forwarder_under_load_loses_nothing() {
     let _ = second.kill();
     let _ = second.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_setup_api_lists_and_redrives_dead_letters_over_http() {
+    let nats = TestNats::start();
+    let pg = harness::TestPostgres::start();
+    let db = pg.create_database("ops");
+    let (sink, url) = start_sink().await;
+    sink.set_failure(FailurePlan { status: 400, ..Default::default() });
+    let token = "operations-token-0123456789";
+    let config = harness::config(
+        &nats.url(),
+        &[
+            ("HOOKLINE_FORWARDER__TARGET_URL", &url),
+            ("HOOKLINE_FORWARDER__SIGNING_SECRET", SECRET),
+            ("HOOKLINE_DATABASE__URL", &db),
+            ("HOOKLINE_SETUP_API__TOKENS", token),
+        ],
+    );
+    let js = nats.jetstream().await;
+    hookline_shared::jetstream::ensure_streams(&js, &config.streams).await.expect("streams");
+    let shutdown = CancellationToken::new();
+    start_workers(&config, &shutdown);
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let api = format!("http://{}/api/v1", listener.local_addr().expect("addr"));
+    {
+        let (config, shutdown) = (config.clone(), shutdown.clone());
+        tokio::spawn(async move { hookline_setup_api::run(&config, Metrics::new(), listener, shutdown).await.expect("setup-api") });
+    }
+    for n in 1..=3 {
+        publish_raw(&js, n).await;
+    }
+    let js_ref = &js;
+    wait_for("three dead letters", Duration::from_secs(20), || async move { (dlq_count(js_ref).await == 3).then_some(()) }).await;
+
+    let http = reqwest::Client::new();
+    let unauthorized = http.get(format!("{api}/dlq")).send().await.expect("answered");
+    assert_eq!(unauthorized.status(), 401);
+    let listed: serde_json::Value = wait_for("the API answers", Duration::from_secs(20), || {
+        let http = http.clone();
+        let api = api.clone();
+        async move {
+            let r = http.get(format!("{api}/dlq?stage=forward")).bearer_auth(token).send().await.ok()?;
+            (r.status() == 200).then_some(r.json().await.ok()?)
+        }
+    })
+    .await;
+    let letters = listed.as_array().expect("a list");
+    assert_eq!(letters.len(), 3);
+    assert!(letters.iter().all(|l| l["reason"] == "rejected_4xx" && l["last_status"] == "400"), "{listed}");
+    let seq = letters[0]["seq"].as_u64().expect("seq");
+    let one: serde_json::Value =
+        http.get(format!("{api}/dlq/{seq}")).bearer_auth(token).send().await.expect("answered").json().await.expect("json");
+    assert_eq!(one["letter"]["seq"], seq);
+
+    sink.set_failure(FailurePlan::default());
+    let redriven: serde_json::Value = http
+        .post(format!("{api}/dlq/redrive"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"stage": "forward"}))
+        .send()
+        .await
+        .expect("answered")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(redriven["redriven"], 3, "{redriven}");
+    let sink_ref = &sink;
+    wait_for("the re-driven events delivered", Duration::from_secs(20), || async move { (sink_ref.stats().unique == 3).then_some(()) })
+        .await;
+    assert_eq!(dlq_count(&js).await, 0);
+    shutdown.cancel();
+}

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod mirror;
 pub mod model;
 pub mod openapi;
+pub mod operations;
 pub mod platforms;
 pub mod rotate;
 pub mod routes;

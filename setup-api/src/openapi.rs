@@ -28,6 +28,11 @@ use crate::routes;
         routes::rotate_secret,
         platforms::setup_route,
         routes::openapi_json,
+        crate::operations::replay_route,
+        crate::operations::list_dlq,
+        crate::operations::show_dlq,
+        crate::operations::redrive_dlq,
+        crate::operations::purge_dlq,
     ),
     components(schemas(
         CreateChannel,
@@ -52,6 +57,7 @@ use crate::routes;
         (name = "channels", description = "Channel configurations, mirrored to ingest within a second"),
         (name = "integrations", description = "Create a channel and point a platform at it"),
         (name = "meta", description = "This document"),
+        (name = "operations", description = "Replay and dead letters, as `hookline replay` and `hookline dlq`"),
     )
 )]
 pub struct ApiDoc;

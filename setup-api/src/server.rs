@@ -45,6 +45,8 @@ pub struct AppState {
     pub shared_metrics: Arc<Metrics>,
     pub metrics: Arc<ApiMetrics>,
     pub shutting_down: AtomicBool,
+    /// For replay and dead-letter routes; connects (and reconnects) in the background.
+    pub jetstream: async_nats::jetstream::Context,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -56,6 +58,11 @@ pub fn router(state: SharedState) -> Router {
         .route("/channels/{id}/rotate-secret", post(routes::rotate_secret))
         .route("/integrations/{platform}/setup", post(crate::platforms::setup_route))
         .route("/openapi.json", get(routes::openapi_json))
+        .route("/replay", post(crate::operations::replay_route))
+        .route("/dlq", get(crate::operations::list_dlq))
+        .route("/dlq/redrive", post(crate::operations::redrive_dlq))
+        .route("/dlq/purge", post(crate::operations::purge_dlq))
+        .route("/dlq/{seq}", get(crate::operations::show_dlq))
         .fallback(routes::api_not_found)
         .method_not_allowed_fallback(routes::api_method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
@@ -126,6 +133,19 @@ async fn metrics(State(state): State<SharedState>) -> Response {
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], state.metrics.encode_with(&state.shared_metrics)).into_response()
 }
 
+async fn operations_jetstream(config: &Config) -> Result<async_nats::jetstream::Context, SetupApiError> {
+    let url = config.require_nats_url()?;
+    let addrs = hookline_shared::jetstream::server_addrs(url).map_err(|m| ConfigError::new("nats.url", m))?;
+    let client = async_nats::ConnectOptions::new()
+        .name("hookline-setup-api-operations")
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connect(addrs)
+        .await
+        .map_err(|e| SetupApiError::HttpClient(format!("NATS client: {e}")))?;
+    Ok(async_nats::jetstream::new(client))
+}
+
 pub async fn run(
     config: &Config,
     shared_metrics: Arc<Metrics>,
@@ -160,6 +180,7 @@ pub async fn run(
         shared_metrics,
         metrics,
         shutting_down: AtomicBool::new(false),
+        jetstream: operations_jetstream(config).await?,
     });
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "setup-api listening");
