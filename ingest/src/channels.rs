@@ -75,11 +75,20 @@ impl ChannelDirectory {
 }
 
 /// Writes the channels declared in `hookline.toml` to the bucket (secrets sealed).
+/// Channels declared in the file seed the bucket: each is written only when the bucket does not
+/// hold its id yet, so changes made since through the setup API are not overwritten (the setup
+/// API imports them into Postgres by the same rule).
 pub async fn write_declared(store: &kv::Store, keyring: &Keyring, declared: &[ChannelDecl]) -> Result<(), String> {
     for decl in declared {
         let record = decl.to_record(keyring, time::OffsetDateTime::now_utc());
         let json = serde_json::to_vec(&record).map_err(|e| format!("channel {}: {e}", decl.id))?;
-        store.put(&decl.id, json.into()).await.map_err(|e| format!("cannot write channel {} to the bucket: {e}", decl.id))?;
+        match store.create(&decl.id, json.into()).await {
+            Ok(_) => tracing::info!(channel_id = %decl.id, "declared channel written to the bucket"),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                tracing::debug!(channel_id = %decl.id, "declared channel already in the bucket; kept as it is")
+            }
+            Err(e) => return Err(format!("cannot write channel {} to the bucket: {e}", decl.id)),
+        }
     }
     Ok(())
 }

@@ -462,3 +462,32 @@ async fn shutdown_stops_accepting_and_finishes_what_is_in_flight() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert_eq!(ingest.raw_count().await, 1);
 }
+
+#[tokio::test]
+async fn a_declared_channel_does_not_overwrite_the_buckets_version() {
+    let nats = TestNats::start();
+    let mut config = harness::config(&nats.url(), &[]);
+    let decl = |tenant: &str| ChannelDecl {
+        id: "shared-id".into(),
+        tenant_id: tenant.into(),
+        source: Source::Telegram,
+        secret: Secret::new("file-token"),
+        verify_token: None,
+        platform: None,
+        name: None,
+        default: false,
+        settings: Default::default(),
+    };
+    // The bucket already holds a version changed since (e.g. through the setup API).
+    let js = nats.jetstream().await;
+    let store = hookline_shared::jetstream::channels_bucket(&js, &config.streams).await.expect("bucket");
+    let keyring = config.keyring().expect("keyring");
+    let current = decl("tenant-from-api").to_record(&keyring, time::OffsetDateTime::now_utc());
+    store.put("shared-id", serde_json::to_vec(&current).expect("json").into()).await.expect("put");
+    config.channels.push(decl("tenant-from-file"));
+    let ingest = Ingest::start_with(nats, config).await;
+    let entry = ingest.store.get("shared-id").await.expect("get").expect("present");
+    let record: ChannelRecord = serde_json::from_slice(&entry).expect("record");
+    assert_eq!(record.tenant_id, "tenant-from-api");
+    ingest.stop().await;
+}
