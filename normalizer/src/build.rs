@@ -110,3 +110,21 @@ pub fn channel_platform(input: &RawInput<'_>) -> String {
 pub fn is_source(input: &RawInput<'_>, source: Source) -> bool {
     input.source == source
 }
+
+/// For the parsers' unit tests: `normalize` with a fixed context.
+#[cfg(test)]
+pub(crate) fn test_normalize(
+    source: hookline_shared::Source,
+    body: &str,
+    content_type: Option<&str>,
+    query: Option<&str>,
+) -> Result<Vec<NormalizedEvent>, NormalizeError> {
+    let ctx = EventContext {
+        tenant_id: "t".into(),
+        channel_id: "c".into(),
+        platform: String::new(),
+        received_at: "2026-01-01T00:00:00Z".into(),
+        raw: None,
+    };
+    crate::normalize(&RawInput { source, body: body.as_bytes(), content_type, query, context: &ctx })
+}

@@ -21,24 +21,10 @@ pub fn parse(input: &RawInput<'_>) -> Result<Vec<NormalizedEvent>, NormalizeErro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::EventContext;
     use hookline_shared::Source;
 
     fn run(body: &str) -> Result<Vec<NormalizedEvent>, NormalizeError> {
-        let ctx = EventContext {
-            tenant_id: "t".into(),
-            channel_id: "c".into(),
-            platform: "whatsapp".into(),
-            received_at: "2026-01-01T00:00:00Z".into(),
-            raw: None,
-        };
-        parse(&RawInput {
-            source: Source::Dialog360,
-            body: body.as_bytes(),
-            content_type: Some("application/json"),
-            query: None,
-            context: &ctx,
-        })
+        crate::build::test_normalize(Source::Dialog360, body, None, None)
     }
 
     #[test]

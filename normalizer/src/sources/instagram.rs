@@ -39,19 +39,11 @@ pub fn parse(input: &RawInput<'_>) -> Result<Vec<NormalizedEvent>, NormalizeErro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::EventContext;
     use hookline_shared::event::{DeliveryState, EventKind};
     use hookline_shared::Source;
 
     fn run(body: &str) -> Result<Vec<NormalizedEvent>, NormalizeError> {
-        let ctx = EventContext {
-            tenant_id: "t".into(),
-            channel_id: "c".into(),
-            platform: String::new(),
-            received_at: "2026-01-01T00:00:00Z".into(),
-            raw: None,
-        };
-        crate::normalize(&RawInput { source: Source::Instagram, body: body.as_bytes(), content_type: None, query: None, context: &ctx })
+        crate::build::test_normalize(Source::Instagram, body, None, None)
     }
 
     fn ig(items: &str) -> String {

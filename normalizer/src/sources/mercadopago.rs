@@ -112,18 +112,10 @@ fn last_segment(resource: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::EventContext;
     use hookline_shared::Source;
 
     fn run(body: &str, query: Option<&str>) -> Result<Vec<NormalizedEvent>, NormalizeError> {
-        let ctx = EventContext {
-            tenant_id: "t".into(),
-            channel_id: "c".into(),
-            platform: String::new(),
-            received_at: "2026-01-01T00:00:00Z".into(),
-            raw: None,
-        };
-        parse(&RawInput { source: Source::Mercadopago, body: body.as_bytes(), content_type: None, query, context: &ctx })
+        crate::build::test_normalize(Source::Mercadopago, body, None, query)
     }
 
     #[test]

@@ -441,18 +441,10 @@ fn attachment_message(id: String, attachment: &Value) -> Message {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::EventContext;
     use hookline_shared::Source;
 
     fn run(source: Source, body: &str) -> Result<Vec<NormalizedEvent>, NormalizeError> {
-        let ctx = EventContext {
-            tenant_id: "t".into(),
-            channel_id: "c".into(),
-            platform: String::new(),
-            received_at: "2026-01-01T00:00:00Z".into(),
-            raw: None,
-        };
-        crate::normalize(&RawInput { source, body: body.as_bytes(), content_type: None, query: None, context: &ctx })
+        crate::build::test_normalize(source, body, None, None)
     }
 
     fn page(items: &str) -> String {

@@ -295,18 +295,10 @@ fn other_event(input: &RawInput<'_>, platform: &str, update: &Map<String, Value>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::EventContext;
     use hookline_shared::Source;
 
     fn run(body: &str) -> Result<Vec<NormalizedEvent>, NormalizeError> {
-        let ctx = EventContext {
-            tenant_id: "t".into(),
-            channel_id: "c".into(),
-            platform: String::new(),
-            received_at: "2026-01-01T00:00:00Z".into(),
-            raw: None,
-        };
-        parse(&RawInput { source: Source::Telegram, body: body.as_bytes(), content_type: None, query: None, context: &ctx })
+        crate::build::test_normalize(Source::Telegram, body, None, None)
     }
 
     #[test]

@@ -230,18 +230,10 @@ fn media_type(mime: Option<&str>) -> MessageType {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::EventContext;
     use hookline_shared::Source;
 
     fn run(body: &str, ct: Option<&str>) -> Result<Vec<NormalizedEvent>, NormalizeError> {
-        let ctx = EventContext {
-            tenant_id: "t".into(),
-            channel_id: "c".into(),
-            platform: String::new(),
-            received_at: "2026-01-01T00:00:00Z".into(),
-            raw: None,
-        };
-        parse(&RawInput { source: Source::Twilio, body: body.as_bytes(), content_type: ct, query: None, context: &ctx })
+        crate::build::test_normalize(Source::Twilio, body, ct, None)
     }
 
     #[test]

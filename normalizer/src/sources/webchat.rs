@@ -198,18 +198,10 @@ fn direct(id: String) -> Conversation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::EventContext;
     use hookline_shared::Source;
 
     fn run(body: &str) -> Result<Vec<NormalizedEvent>, NormalizeError> {
-        let ctx = EventContext {
-            tenant_id: "t".into(),
-            channel_id: "c".into(),
-            platform: String::new(),
-            received_at: "2026-01-01T00:00:00Z".into(),
-            raw: None,
-        };
-        crate::normalize(&RawInput { source: Source::Webchat, body: body.as_bytes(), content_type: None, query: None, context: &ctx })
+        crate::build::test_normalize(Source::Webchat, body, None, None)
     }
 
     const HEAD: &str = r#""id":"m1","timestamp":"2026-01-01T12:00:00+02:00","conversation_id":"c1","visitor":{"id":"v1"}"#;
