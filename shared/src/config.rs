@@ -424,6 +424,23 @@ impl Config {
     }
 }
 
+/// Variables with the `HOOKLINE_` prefix that are not configuration: the paths the scripts export
+/// for the harness and `up`, and the service links Kubernetes injects for services whose name
+/// starts with `hookline` (`HOOKLINE_INGEST_SERVICE_HOST`, `HOOKLINE_INGEST_PORT_8080_TCP`, ...).
+/// Every other `HOOKLINE_*` variable must name a key, so a typo stops the process.
+fn is_configuration_variable(rest: &str) -> bool {
+    const TOOLS: [&str; 2] = ["NATS_SERVER", "PG_BIN"];
+    if TOOLS.contains(&rest) {
+        return false;
+    }
+    let kubernetes_link = !rest.contains("__")
+        && (rest.ends_with("_SERVICE_HOST")
+            || rest.contains("_SERVICE_PORT")
+            || rest.ends_with("_PORT")
+            || rest.contains("_PORT_") && (rest.contains("_TCP") || rest.contains("_UDP")));
+    !kubernetes_link
+}
+
 /// `HOOKLINE_*` variables as a figment provider, read from the list given rather than the
 /// process environment so that tests can pass their own.
 struct PrefixedEnv(Vec<(String, String)>);
@@ -438,6 +455,9 @@ impl figment::Provider for PrefixedEnv {
             let Some(rest) = k.strip_prefix(ENV_PREFIX) else {
                 continue;
             };
+            if !is_configuration_variable(rest) {
+                continue;
+            }
             let key = rest.to_ascii_lowercase().replace("__", ".");
             if key.ends_with("_file") || key.is_empty() {
                 continue;
@@ -626,6 +646,24 @@ mod tests {
         let c = load(None, &[("HOOKLINE_SETUP_API__TOKENS", "aaaaaaaaaaaaaaaa, bbbbbbbbbbbbbbbb")]).expect("loads");
         assert_eq!(c.setup_api.tokens.iter().map(Secret::expose).collect::<Vec<_>>(), ["aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb"]);
         assert_eq!(load(None, &[("HOOKLINE_SETUP_API__TOKENS", "short")]).expect_err("short").key, "setup_api.tokens");
+    }
+
+    #[test]
+    fn tool_and_kubernetes_variables_are_not_configuration_but_typos_are_refused() {
+        let c = load(
+            None,
+            &[
+                ("HOOKLINE_NATS_SERVER", "/usr/bin/nats-server"),
+                ("HOOKLINE_PG_BIN", "/usr/lib/postgresql/15/bin"),
+                ("HOOKLINE_INGEST_SERVICE_HOST", "10.0.0.1"),
+                ("HOOKLINE_INGEST_SERVICE_PORT", "8080"),
+                ("HOOKLINE_INGEST_PORT", "tcp://10.0.0.1:8080"),
+                ("HOOKLINE_INGEST_PORT_8080_TCP_ADDR", "10.0.0.1"),
+            ],
+        );
+        assert!(c.is_ok(), "{c:?}");
+        assert_eq!(load(None, &[("HOOKLINE_INGEST__LISEN", "x")]).expect_err("typo").key, "ingest.lisen");
+        assert_eq!(load(None, &[("HOOKLINE_DATADIR", "x")]).expect_err("typo").key, "datadir");
     }
 
     #[test]
