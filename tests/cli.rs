@@ -52,7 +52,18 @@ struct Up {
 
 impl Drop for Up {
     fn drop(&mut self) {
-        // A failed assertion must not leave `up` and its nats-server running.
+        // A failed assertion must not leave `up` and its servers running: interrupt it so that it
+        // stops them, and kill it only if it does not stop.
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: kill(2) on the pid of our own child.
+            unsafe {
+                libc::kill(self.child.id() as i32, libc::SIGINT);
+            }
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

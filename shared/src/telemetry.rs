@@ -92,6 +92,31 @@ pub fn set_parent(span: &tracing::Span, traceparent: Option<&str>) {
     }
 }
 
+/// 24 random bytes for a trace id and a span id: a per-thread SplitMix64 generator seeded once
+/// from the OS, so that ingest's hot path makes no system call for them (trace ids need to be
+/// unique, not secret).
+fn random_ids() -> [u8; 24] {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            let mut seed = [0u8; 8];
+            let _ = getrandom::fill(&mut seed);
+            u64::from_le_bytes(seed) | 1
+        });
+    }
+    let mut out = [0u8; 24];
+    STATE.with(|state| {
+        for chunk in out.chunks_mut(8) {
+            let mut z = state.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+            state.set(z);
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            chunk.copy_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+        }
+    });
+    out
+}
+
 /// The W3C `traceparent` of `span`, so every raw message carries one. When no OpenTelemetry
 /// layer is installed (tests, tools), it continues `incoming`'s trace with a new span id, or
 /// starts a trace with fresh random ids.
@@ -101,8 +126,8 @@ pub fn traceparent(span: &tracing::Span, incoming: Option<&str>) -> String {
     if sc.is_valid() {
         return format!("00-{}-{}-{:02x}", sc.trace_id(), sc.span_id(), sc.trace_flags().to_u8());
     }
-    let mut ids = [0u8; 24];
-    if getrandom::fill(&mut ids).is_err() || ids[..16].iter().all(|b| *b == 0) || ids[16..].iter().all(|b| *b == 0) {
+    let mut ids = random_ids();
+    if ids[..16].iter().all(|b| *b == 0) || ids[16..].iter().all(|b| *b == 0) {
         ids[0] = 1;
         ids[23] = 1;
     }
