@@ -179,3 +179,32 @@ async fn up_starts_accepts_a_signed_webhook_stops_cleanly_and_keeps_its_data() {
     assert_eq!(raw_messages(&again.nats_url).await, 1);
     assert!(interrupt_and_wait(&mut again).success());
 }
+
+#[test]
+fn normalize_prints_events_as_json_lines_and_exits_2_on_an_unparseable_payload() {
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/normalizer/tests/fixtures/whatsapp/multi.json");
+    let out = hookline().args(["normalize", "--source", "whatsapp", fixture]).output().expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("a JSON event per line")).collect();
+    assert_eq!(lines.len(), 4, "the multi fixture holds four events");
+    assert!(lines.iter().all(|e| e["source"] == "whatsapp" && e["schema_version"] == 1));
+
+    let mut child = hookline()
+        .args(["normalize", "--source", "telegram"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runs");
+    use std::io::Write;
+    child.stdin.take().expect("stdin").write_all(b"{not json").expect("write");
+    let out = child.wait_with_output().expect("exits");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid_json"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stdout.is_empty());
+
+    let out = hookline().args(["normalize", "--source", "fax", fixture]).output().expect("runs");
+    assert_eq!(out.status.code(), Some(2), "clap refuses an unknown source");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown source"));
+}
