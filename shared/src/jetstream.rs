@@ -63,9 +63,9 @@ pub async fn connect(config: &NatsConfig, client_name: &str) -> Result<async_nat
                                 tracing::info!(nats = %shown, "NATS connected")
                             }
                             async_nats::Event::Disconnected => {
-                            async_nats::Event::Closed => tracing::info!(nats = %shown, "NATS connection closed"),
                                 tracing::warn!(nats = %shown, "NATS disconnected; reconnecting")
                             }
+                            async_nats::Event::Closed => tracing::info!(nats = %shown, "NATS connection closed"),
                             other => tracing::warn!(nats = %shown, event = %other, "NATS event"),
                         }
                     }
