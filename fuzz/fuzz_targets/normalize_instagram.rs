@@ -1,0 +1,6 @@
+#![no_main]
+//! `hookline_normalizer::normalize` for source instagram. Input format: `fuzz/src/lib.rs`.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    hookline_fuzz::fuzz_normalize(hookline_shared::Source::Instagram, data);
+});

@@ -1,0 +1,6 @@
+#![no_main]
+//! `hookline_ingest::verify::verify` for a Dialog360 channel. Input format: `fuzz/src/lib.rs`.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    hookline_fuzz::fuzz_verify(hookline_shared::Source::Dialog360, data);
+});
