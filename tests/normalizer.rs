@@ -192,6 +192,7 @@ async fn an_unparseable_payload_lands_in_the_dlq_with_its_reason_and_is_acked() 
     assert_eq!(consumer_state.ack_floor.stream_sequence, good_seq);
     let text = metrics.encode();
     assert!(text.contains(r#"hookline_dlq_messages_total{stage="normalize",reason="invalid_json"} 1"#), "{text}");
+    assert!(text.contains(r#"hookline_consumer_pending_messages{consumer="normalizer"}"#), "the normalizer reports its lag: {text}");
     shutdown.cancel();
     worker.await.expect("joined").expect("worker ran");
 }

@@ -18,7 +18,7 @@ use tracing::Instrument;
 use hookline_shared::config::{Config, ConfigError, ForwarderConfig};
 use hookline_shared::dlq::{self, DeadLetter};
 use hookline_shared::jetstream::{self as js_setup, NatsSetupError};
-use hookline_shared::metrics::{ConsumerLabels, Metrics, OutcomeLabels};
+use hookline_shared::metrics::{Metrics, OutcomeLabels};
 use hookline_shared::names::{self, header};
 use hookline_shared::{ops_server, telemetry, timefmt};
 
@@ -96,7 +96,7 @@ pub async fn run(
         let ready = Arc::new(move || probe.connection_state() == async_nats::connection::State::Connected);
         tokio::spawn(ops_server::serve(listener, metrics.clone(), ready, shutdown.clone()));
     }
-    tokio::spawn(report_lag(consumer.clone(), metrics.clone(), shutdown.clone()));
+    tokio::spawn(js_setup::report_lag(consumer.clone(), names::FORWARDER_CONSUMER, metrics.clone(), shutdown.clone()));
 
     let worker = Arc::new(Worker {
         js,
@@ -162,18 +162,6 @@ pub async fn run(
 
 fn redact_target(url: &str) -> String {
     hookline_shared::jetstream::redact_url(url.split('?').next().unwrap_or(url))
-}
-
-async fn report_lag(mut consumer: PullConsumer, metrics: Arc<Metrics>, shutdown: CancellationToken) {
-    loop {
-        if let Ok(info) = consumer.info().await {
-            metrics.consumer_pending.get_or_create(&ConsumerLabels { consumer: names::FORWARDER_CONSUMER }).set(info.num_pending as i64);
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-        }
-    }
 }
 
 impl Worker {

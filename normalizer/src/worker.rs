@@ -84,6 +84,8 @@ pub async fn run(
         tokio::spawn(ops_server::serve(listener, metrics.clone(), ready, shutdown.clone()));
     }
 
+    tokio::spawn(js_setup::report_lag(consumer.clone(), names::NORMALIZER_CONSUMER, metrics.clone(), shutdown.clone()));
+
     let worker = Arc::new(Worker { js, metrics, config: cfg.clone() });
     let permits = Arc::new(Semaphore::new(cfg.max_in_flight));
     let mut tasks = JoinSet::new();

@@ -145,6 +145,25 @@ pub async fn channels_bucket(js: &jetstream::Context, config: &StreamsConfig) ->
         .map_err(|e| NatsSetupError::Bucket { bucket: names::CHANNELS_BUCKET, message: e.to_string() })
 }
 
+/// Sets `hookline_consumer_pending_messages{consumer}` (the consumer's lag: messages not yet
+/// delivered to it) every five seconds until `shutdown`.
+pub async fn report_lag(
+    mut consumer: jetstream::consumer::PullConsumer,
+    name: &'static str,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        if let Ok(info) = consumer.info().await {
+            metrics.consumer_pending.get_or_create(&crate::metrics::ConsumerLabels { consumer: name }).set(info.num_pending as i64);
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::redact_url;
