@@ -229,3 +229,45 @@ async fn nats_trouble_while_storing_events_is_retried_never_dead_lettered() {
     shutdown.cancel();
     worker.await.expect("joined").expect("worker ran");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_a_normalizer_cleanly_and_a_restart_loses_nothing() {
+    const N: u64 = 3_000;
+    let nats = TestNats::start();
+    let (_config, js) = setup(&nats).await;
+    let mut expected = HashSet::new();
+    for n in 1..=N {
+        let body = telegram_update(n);
+        let seq = publish_raw(&js, Source::Telegram, body.clone()).await;
+        expected.extend(expected_events(Source::Telegram, &body, seq).into_iter().map(|e| e.id));
+    }
+    let mut first = spawn_normalizer(&nats.url());
+    let js_ref = &js;
+    wait_for("some events", Duration::from_secs(60), || async move {
+        (stream_messages(js_ref, names::EVENTS_STREAM).await >= 300).then_some(())
+    })
+    .await;
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(first.id() as i32, libc::SIGTERM);
+    }
+    let status = wait_for("the normalizer exits after SIGTERM", Duration::from_secs(20), || {
+        let exited = first.try_wait().ok().flatten();
+        async move { exited }
+    })
+    .await;
+    assert!(status.success(), "exit status {status}");
+    let mut second = spawn_normalizer(&nats.url());
+    wait_for(
+        "every event",
+        Duration::from_secs(60),
+        || async move { (stream_messages(js_ref, names::EVENTS_STREAM).await >= N).then_some(()) },
+    )
+    .await;
+    let ids: Vec<String> = all_events(&js, N).await.into_iter().map(|e| e.id).collect();
+    let unique: HashSet<String> = ids.iter().cloned().collect();
+    assert_eq!(ids.len(), unique.len(), "no event twice");
+    assert_eq!(unique, expected);
+    let _ = second.kill();
+    let _ = second.wait();
+}
