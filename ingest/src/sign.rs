@@ -50,7 +50,11 @@ pub fn signature_headers(source: Source, secret: &str, body: &[u8], url: &str, n
         }
         Source::Mercadopago => {
             let query = url.split_once('?').map(|(_, q)| q).unwrap_or("");
-            let data_id = form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "data.id").map(|(_, v)| v.into_owned());
+            // As the verifier (and Mercado Pago's SDKs) read it: trimmed, absent when empty.
+            let data_id = form_urlencoded::parse(query.as_bytes())
+                .find(|(k, _)| k == "data.id")
+                .map(|(_, v)| v.trim().to_string())
+                .filter(|v| !v.is_empty());
             let request_id = format!("req-{}", hex::encode(&Sha256::digest(body)[..6]));
             let mut manifest = String::new();
             if let Some(id) = data_id {
@@ -82,6 +86,18 @@ mod tests {
         let body = b"CallSid=CA1234567890ABCDE&Caller=%2B14158675309&Digits=1234&From=%2B14158675309&To=%2B18005551212";
         let headers = signature_headers(Source::Twilio, "12345", body, "https://mycompany.com/myapp.php?foo=1&bar=2", 0);
         assert_eq!(headers, [("X-Twilio-Signature".to_string(), "RSOYDt4T1cUTdK1PDd93/VVr8B8=".to_string())]);
+    }
+
+    #[test]
+    fn mercadopago_data_ids_are_signed_as_the_verifier_reads_them() {
+        let ch = channel(Source::Mercadopago, "s");
+        for url in ["https://h/w?data.id=123%20&type=payment", "https://h/w?data.id=&type=payment", "https://h/w?data.id=ABC"] {
+            let mut h = http::HeaderMap::new();
+            for (k, v) in signature_headers(Source::Mercadopago, "s", b"{}", url, 1_700_000_000) {
+                h.insert(http::HeaderName::from_bytes(k.as_bytes()).expect("name"), v.parse().expect("value"));
+            }
+            assert_eq!(check(&ch, &h, b"{}", url, at(1_700_000_000)), Ok(()), "{url}");
+        }
     }
 
     #[test]

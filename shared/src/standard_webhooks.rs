@@ -69,7 +69,8 @@ pub fn verify(
     tolerance_s: i64,
 ) -> Result<(), SignatureError> {
     let ts: i64 = timestamp.trim().parse().map_err(|_| SignatureError::BadTimestamp)?;
-    if (now - ts).abs() > tolerance_s {
+    // abs_diff: a timestamp near i64::MIN must not overflow (found by fuzzing).
+    if now.abs_diff(ts) > tolerance_s.unsigned_abs() {
         return Err(SignatureError::Stale);
     }
     let expected = mac(key, id, timestamp.trim(), body);
@@ -120,5 +121,9 @@ mod tests {
         assert_eq!(verify(&key(), "msg_other", &ts, SIG, BODY, TS, 300), Err(SignatureError::Mismatch));
         assert_eq!(verify(&key(), ID, "soon", SIG, BODY, TS, 300), Err(SignatureError::BadTimestamp));
         assert_eq!(key_bytes(&Secret::new("whsec_!!")), Err(SignatureError::BadSecret));
+        // Extreme timestamps are stale, never an overflow (a fuzzer's find).
+        for extreme in [i64::MIN, i64::MIN + TS, i64::MAX] {
+            assert_eq!(verify(&key(), ID, &extreme.to_string(), SIG, BODY, TS, 300), Err(SignatureError::Stale), "{extreme}");
+        }
     }
 }
