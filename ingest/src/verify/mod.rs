@@ -90,7 +90,8 @@ fn verify_with(channel: &Channel, secret: &Secret, req: &SignedRequest<'_>, tole
 
 /// Meta's GET subscription handshake: the challenge to echo, when mode and token are right.
 pub fn meta_handshake<'q>(channel: &Channel, query: &'q str) -> Option<std::borrow::Cow<'q, str>> {
-    let expected = channel.verify_token.as_ref()?;
+    // An empty token would match an empty `hub.verify_token=`: no token, no handshake.
+    let expected = channel.verify_token.as_ref().filter(|t| !t.is_empty())?;
     let mut mode = None;
     let mut token = None;
     let mut challenge = None;
@@ -207,6 +208,8 @@ mod tests {
         assert_eq!(meta_handshake(&ch, "hub.mode=unsubscribe&hub.challenge=1&hub.verify_token=meatyhamhock"), None);
         ch.verify_token = None;
         assert_eq!(meta_handshake(&ch, ok), None, "no token configured: no handshake");
+        ch.verify_token = Some(Secret::new(""));
+        assert_eq!(meta_handshake(&ch, "hub.mode=subscribe&hub.challenge=1&hub.verify_token="), None, "an empty token matches nothing");
     }
 
     #[test]
