@@ -49,6 +49,17 @@ fn expected_events(source: Source, body: &[u8], seq: u64) -> Vec<NormalizedEvent
     normalize(&RawInput { source, body, content_type: Some("application/json"), query: None, context: &ctx }).expect("test payloads parse")
 }
 
+/// Publishes Telegram updates 1..=n as raw webhooks; the ids of the events they must become.
+async fn publish_updates(js: &jetstream::Context, n: u64) -> HashSet<String> {
+    let mut expected = HashSet::new();
+    for i in 1..=n {
+        let body = telegram_update(i);
+        let seq = publish_raw(js, Source::Telegram, body.clone()).await;
+        expected.extend(expected_events(Source::Telegram, &body, seq).into_iter().map(|e| e.id));
+    }
+    expected
+}
+
 async fn stream_messages(js: &jetstream::Context, stream: &str) -> u64 {
     let mut s = js.get_stream(stream).await.expect("stream");
     s.info().await.expect("info").state.messages
@@ -96,14 +107,7 @@ async fn ten_thousand_messages_through_two_processes_one_killed_give_every_event
     const N: u64 = 10_000;
     let nats = TestNats::start();
     let (_config, js) = setup(&nats).await;
-    let mut expected = HashSet::new();
-    for n in 1..=N {
-        let body = telegram_update(n);
-        let seq = publish_raw(&js, Source::Telegram, body.clone()).await;
-        for event in expected_events(Source::Telegram, &body, seq) {
-            expected.insert(event.id);
-        }
-    }
+    let expected = publish_updates(&js, N).await;
     assert_eq!(expected.len() as u64, N, "one event per update");
 
     let mut first = spawn_normalizer(&nats.url());
@@ -235,12 +239,7 @@ async fn sigterm_stops_a_normalizer_cleanly_and_a_restart_loses_nothing() {
     const N: u64 = 3_000;
     let nats = TestNats::start();
     let (_config, js) = setup(&nats).await;
-    let mut expected = HashSet::new();
-    for n in 1..=N {
-        let body = telegram_update(n);
-        let seq = publish_raw(&js, Source::Telegram, body.clone()).await;
-        expected.extend(expected_events(Source::Telegram, &body, seq).into_iter().map(|e| e.id));
-    }
+    let expected = publish_updates(&js, N).await;
     let mut first = spawn_normalizer(&nats.url());
     let js_ref = &js;
     wait_for("some events", Duration::from_secs(60), || async move {
