@@ -21,7 +21,7 @@ const EXIT_CONFIG: u8 = 78;
     long_about = "Receives platform webhooks, keeps them in NATS JetStream, normalizes and forwards them.\n\n\
 Configuration: built-in defaults, then hookline.toml (or --config), then HOOKLINE_* environment \
 variables with __ between levels (HOOKLINE_INGEST__LISTEN=0.0.0.0:8080); HOOKLINE_*_FILE reads a \
-value from a file. See README.md for every key."
+value from a file. See docs/configuration.md for every key."
 )]
 struct Cli {
     /// Configuration file (default: ./hookline.toml when it exists).
@@ -203,6 +203,25 @@ struct BenchLoadArgs {
     /// Draw the timeline to this SVG file.
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
+    /// When the bench's nats-server acknowledges: `always` after an fsync (what hookline ships),
+    /// `lazy` at once, fsyncing every two minutes (nats-server's default; a power cut loses data).
+    #[arg(long, value_enum, default_value_t = FsyncArg::Always)]
+    fsync: FsyncArg,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum FsyncArg {
+    Always,
+    Lazy,
+}
+
+impl From<FsyncArg> for hookline_shared::servers::Fsync {
+    fn from(a: FsyncArg) -> Self {
+        match a {
+            FsyncArg::Always => hookline_shared::servers::Fsync::Always,
+            FsyncArg::Lazy => hookline_shared::servers::Fsync::Lazy,
+        }
+    }
 }
 
 impl From<BenchLoadArgs> for cmd::bench::BenchLoad {
@@ -214,6 +233,7 @@ impl From<BenchLoadArgs> for cmd::bench::BenchLoad {
             requests: a.requests,
             json: a.json,
             plot: a.plot,
+            fsync: a.fsync.into(),
         }
     }
 }
@@ -316,30 +336,44 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
+        // Before anything starts: a signal at any later moment of start-up is seen.
+        let shutdown = cmd::shutdown_on_signals()?;
         let _telemetry = hookline_shared::telemetry::init(&config.log, &config.telemetry)?;
+        let mut config = config;
+        let operator_needs = |nats, database, secrets_key| hookline_shared::runtime::Needs { nats, database, secrets_key };
         match cli.command {
-            Command::Up => cmd::up::run(config).await,
-            Command::Ingest => cmd::ingest::run(config).await,
-            Command::Normalizer => cmd::normalizer::run(config).await,
-            Command::Forwarder => cmd::forwarder::run(config).await,
-            Command::SetupApi => cmd::setup_api::run(config).await,
-            Command::Secrets { action: SecretsCommand::RotateKey } => cmd::setup_api::rotate_key(config).await,
+            Command::Up => cmd::up::run(config, shutdown).await,
+            Command::Ingest => cmd::ingest::run(config, shutdown).await,
+            Command::Normalizer => cmd::normalizer::run(config, shutdown).await,
+            Command::Forwarder => cmd::forwarder::run(config, shutdown).await,
+            Command::SetupApi => cmd::setup_api::run(config, shutdown).await,
+            Command::Secrets { action: SecretsCommand::RotateKey } => {
+                hookline_shared::runtime::fill_from_running_up(&mut config, operator_needs(false, true, true))?;
+                cmd::until_signal(&shutdown, cmd::setup_api::rotate_key(config)).await
+            }
             Command::Replay { stream, select, dry_run, rate } => {
+                hookline_shared::runtime::fill_from_running_up(&mut config, operator_needs(true, false, false))?;
                 let stream = match stream {
                     ReplayStreamArg::Raw => hookline_operations::replay::ReplayStream::Raw,
                     ReplayStreamArg::Events => hookline_operations::replay::ReplayStream::Events,
                 };
-                cmd::replay::run(config, stream, select.into(), dry_run, rate).await
+                cmd::until_signal(&shutdown, cmd::replay::run(config, stream, select.into(), dry_run, rate)).await
             }
-            Command::Bench { run } => match run {
-                BenchCommand::Ingest { load, url } => cmd::bench::ingest(load.into(), url).await,
-                BenchCommand::Baseline { load } => cmd::bench::baseline(load.into()).await,
-                BenchCommand::E2e { load, normalizers, forwarders, fault } => {
-                    cmd::bench::e2e(load.into(), normalizers, forwarders, fault).await
-                }
-                BenchCommand::ServeBaseline { nats, listen } => cmd::bench::serve_baseline(nats, listen).await,
-            },
+            Command::Bench { run } => {
+                let bench = async move {
+                    match run {
+                        BenchCommand::Ingest { load, url } => cmd::bench::ingest(load.into(), url).await,
+                        BenchCommand::Baseline { load } => cmd::bench::baseline(load.into()).await,
+                        BenchCommand::E2e { load, normalizers, forwarders, fault } => {
+                            cmd::bench::e2e(load.into(), normalizers, forwarders, fault).await
+                        }
+                        BenchCommand::ServeBaseline { nats, listen } => cmd::bench::serve_baseline(nats, listen).await,
+                    }
+                };
+                cmd::until_signal(&shutdown, bench).await
+            }
             Command::Dlq { action } => {
+                hookline_shared::runtime::fill_from_running_up(&mut config, operator_needs(true, false, false))?;
                 use cmd::dlq::DlqAction;
                 let (action, filter) = match action {
                     DlqCommand::List { filter, json } => (DlqAction::List { json }, filter),
@@ -347,10 +381,10 @@ fn main() -> ExitCode {
                     DlqCommand::Redrive { filter, dry_run } => (DlqAction::Redrive { dry_run }, filter),
                     DlqCommand::Purge { filter, dry_run, yes } => (DlqAction::Purge { dry_run, yes }, filter),
                 };
-                cmd::dlq::run(config, action, filter.into()).await
+                cmd::until_signal(&shutdown, cmd::dlq::run(config, action, filter.into())).await
             }
             Command::Sink { print, fail_status, fail_ratio, fail_for_s } => {
-                cmd::sink::run(config, cmd::sink::SinkArgs { print, fail_status, fail_ratio, fail_for_s }).await
+                cmd::sink::run(config, cmd::sink::SinkArgs { print, fail_status, fail_ratio, fail_for_s }, shutdown).await
             }
             Command::Normalize { .. } | Command::CheckConfig => Ok(()),
         }
@@ -358,6 +392,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            if e.downcast_ref::<cmd::Interrupted>().is_some() {
+                eprintln!("hookline: interrupted");
+                return ExitCode::from(130);
+            }
             if let Some(config_error) = e.downcast_ref::<hookline_shared::config::ConfigError>() {
                 eprintln!("hookline: {config_error}");
                 return ExitCode::from(EXIT_CONFIG);

@@ -1,6 +1,7 @@
 //! The `hookline` binary itself: configuration errors name the key and stop the process, and
-//! `hookline up` with no configuration starts, stores a signed webhook, stops cleanly, and finds
-//! its data again.
+//! `hookline up` with no configuration, run in a folder inside a mode-0700 folder as a fresh clone
+//! in root's home is, starts, stores a signed webhook, serves operator commands run beside it,
+//! stops cleanly with no child left, and finds its data (NATS and Postgres) again.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -69,9 +70,10 @@ impl Drop for Up {
     }
 }
 
-fn start_up(data_dir: &std::path::Path, port: u16) -> Up {
+/// `up` run in `workdir` with the default data_dir (`.hookline` there).
+fn start_up(workdir: &std::path::Path, port: u16) -> Up {
     let mut child = hookline()
-        .env("HOOKLINE_DATA_DIR", data_dir)
+        .current_dir(workdir)
         .env("HOOKLINE_INGEST__LISTEN", format!("127.0.0.1:{port}"))
         .env("HOOKLINE_SINK__LISTEN", "127.0.0.1:0")
         .env("HOOKLINE_SETUP_API__LISTEN", "127.0.0.1:0")
@@ -132,11 +134,52 @@ async fn raw_messages(nats_url: &str) -> u64 {
     stream.info().await.expect("info").state.messages
 }
 
+/// The pids of `pid`'s children.
+fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| hookline_shared::servers::parent_pid(*p) == Some(pid))
+        .collect()
+}
+
+fn alive(pid: u32) -> bool {
+    hookline_shared::runtime::process_start_ticks(pid).is_some()
+}
+
+/// Where `up` put its private Postgres when the postgres user could not reach the folder.
+struct ExternalPostgres(Option<std::path::PathBuf>);
+
+impl ExternalPostgres {
+    fn of(data_dir: &std::path::Path) -> Self {
+        ExternalPostgres(std::fs::read_to_string(data_dir.join("postgres.location")).ok().map(|t| t.trim().into()))
+    }
+}
+
+impl Drop for ExternalPostgres {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            if dir.starts_with(hookline_shared::servers::EXTERNAL_POSTGRES_BASE) {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+}
+
 #[tokio::test]
-async fn up_starts_accepts_a_signed_webhook_stops_cleanly_and_keeps_its_data() {
-    let data = tempfile::tempdir().expect("tempdir");
+async fn up_in_a_private_folder_accepts_a_webhook_serves_operator_commands_stops_cleanly_and_keeps_its_data() {
+    // A mode-0700 folder, as root's home and `mktemp -d` are: the postgres user cannot enter it.
+    let home = tempfile::tempdir().expect("tempdir");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o700)).expect("chmod 0700");
+    assert_eq!(std::fs::metadata(home.path()).expect("stat").permissions().mode() & 0o777, 0o700);
+    let clone = home.path().join("hookline");
+    std::fs::create_dir(&clone).expect("mkdir");
     let port = free_port().expect("port");
-    let mut up = start_up(data.path(), port);
+    let mut up = start_up(&clone, port);
+    let data_dir = clone.join(".hookline");
+    let _external = ExternalPostgres::of(&data_dir);
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
     wait_for("up ready", Duration::from_secs(30), || {
@@ -145,6 +188,7 @@ async fn up_starts_accepts_a_signed_webhook_stops_cleanly_and_keeps_its_data() {
         async move { http.get(&url).send().await.ok().filter(|r| r.status() == 200).map(|_| ()) }
     })
     .await;
+    assert_eq!(std::fs::metadata(home.path()).expect("stat").permissions().mode() & 0o777, 0o700, "up changed the folder's mode");
     let sample = r#"{"update_id":1,"message":{"message_id":1,"date":1700000000,"chat":{"id":42,"type":"private"},"text":"hello"}}"#;
     let response = http
         .post(format!("{base}/webhooks/demo-telegram"))
@@ -168,15 +212,58 @@ async fn up_starts_accepts_a_signed_webhook_stops_cleanly_and_keeps_its_data() {
     assert_eq!(event["channel_id"], "demo-telegram");
     assert_eq!(event["message"]["text"], "hello");
 
+    // Operator commands run from the same folder find up's servers with no configuration.
+    let record = match hookline_shared::runtime::lookup(&data_dir) {
+        hookline_shared::runtime::Lookup::Found(r) => r,
+        other => panic!("no live record of up: {other:?}"),
+    };
+    assert_eq!(record.pid, up.child.id());
+    for args in [&["dlq", "list"][..], &["replay", "raw", "--from", "1h", "--dry-run"], &["secrets", "rotate-key"]] {
+        let out = hookline().current_dir(&clone).args(args).output().expect("runs");
+        assert!(out.status.success(), "hookline {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out = hookline().current_dir(&clone).args(["replay", "raw", "--from", "1h", "--dry-run"]).output().expect("runs");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("would replay 1 raw message"), "{}", String::from_utf8_lossy(&out.stdout));
+
+    // A channel created through the setup API lives in the private Postgres.
+    let api_token = std::fs::read_to_string(data_dir.join("setup-api.token")).expect("token file");
+    let created = http
+        .post(format!("{}/api/v1/channels", record.setup_api_url))
+        .bearer_auth(api_token.trim())
+        .json(&serde_json::json!({"id": "kept-bot", "tenant_id": "demo", "source": "telegram", "secret": "kept-bot-secret"}))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(created.status(), 201);
+
+    let children = children_of(up.child.id());
+    assert!(children.len() >= 2, "up runs its nats-server and Postgres as children: {children:?}");
     let status = interrupt_and_wait(&mut up);
     assert!(status.success(), "exit status {status}");
-    let nats_port: u16 = up.nats_url.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
-    assert!(std::net::TcpStream::connect(("127.0.0.1", nats_port)).is_err(), "the private nats-server still runs");
+    let left: Vec<u32> = children.into_iter().filter(|p| alive(*p)).collect();
+    assert!(left.is_empty(), "children of up still run after it stopped: {left:?}");
+    assert!(matches!(hookline_shared::runtime::lookup(&data_dir), hookline_shared::runtime::Lookup::Missing(_)), "record left");
+    let out = hookline().current_dir(&clone).args(["dlq", "list"]).output().expect("runs");
+    assert_eq!(out.status.code(), Some(78), "with up stopped, dlq list finds no server");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("nats.url") && stderr.contains("HOOKLINE_NATS__URL"), "{stderr}");
 
-    // A second `up` finds its data: the same demo token and the stored webhook.
-    let mut again = start_up(data.path(), port);
+    // A second `up` finds its data: the same demo token, the stored webhook, the channel.
+    let mut again = start_up(&clone, port);
     assert_eq!(again.token, up.token);
     assert_eq!(raw_messages(&again.nats_url).await, 1);
+    let record = match hookline_shared::runtime::lookup(&data_dir) {
+        hookline_shared::runtime::Lookup::Found(r) => r,
+        other => panic!("no live record of the second up: {other:?}"),
+    };
+    let kept = wait_for("setup API of the second up", Duration::from_secs(30), || {
+        let http = http.clone();
+        let url = format!("{}/api/v1/channels/kept-bot", record.setup_api_url);
+        let token = api_token.trim().to_string();
+        async move { http.get(&url).bearer_auth(token).send().await.ok() }
+    })
+    .await;
+    assert_eq!(kept.status(), 200, "the channel created in the first run is gone");
     assert!(interrupt_and_wait(&mut again).success());
 }
 

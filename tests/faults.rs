@@ -13,6 +13,7 @@ fn options(seconds: u64) -> LoadOptions {
         duration: Duration::from_secs(seconds),
         max_requests: 10_000,
         binary: Some(env!("CARGO_BIN_EXE_hookline").into()),
+        fsync: hookline_shared::servers::Fsync::Always,
     }
 }
 

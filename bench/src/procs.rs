@@ -8,7 +8,7 @@ use std::time::Duration;
 use hookline_shared::channel::ChannelDecl;
 use hookline_shared::config::Config;
 use hookline_shared::crypto::generate_key_base64;
-use hookline_shared::servers::{find_nats_server, free_port, ClusterNode, NatsProcess};
+use hookline_shared::servers::{find_nats_server, free_port, ClusterNode, Fsync, NatsProcess, StartOptions};
 use hookline_shared::{Secret, Source};
 
 use crate::workload::{Template, TENANT};
@@ -65,8 +65,10 @@ pub fn secret_for(source: Source) -> String {
 
 impl Stack {
     /// `binary`: the `hookline` executable for the roles (default: this one). `cluster`: three
-    /// nats-server nodes with streams replicated three times, rather than one server.
-    pub fn start(binary: Option<&std::path::Path>, cluster: bool) -> Result<Stack, String> {
+    /// nats-server nodes with streams replicated three times, rather than one server. `fsync`:
+    /// the servers' fsync policy.
+    pub fn start(binary: Option<&std::path::Path>, cluster: bool, fsync: Fsync) -> Result<Stack, String> {
+        let options = StartOptions { fsync, ..Default::default() };
         let dir = tempfile::Builder::new().prefix("hookline-bench-").tempdir().map_err(|e| e.to_string())?;
         let nats_binary = find_nats_server().map_err(|e| e.to_string())?;
         let mut nats = Vec::new();
@@ -77,11 +79,13 @@ impl Stack {
                 let routes: Vec<u16> = ports.iter().filter(|(p, _)| p != port).map(|(_, c)| *c).collect();
                 let name = format!("n{}", i + 1);
                 let node = ClusterNode { name: &name, port: *port, cluster_port: *cluster_port, routes: &routes };
-                nats.push(NatsProcess::start_node(&nats_binary, &dir.path().join(&name), &node).map_err(|e| e.to_string())?);
+                nats.push(
+                    NatsProcess::start_node(&nats_binary, &dir.path().join(&name), &node, options.clone()).map_err(|e| e.to_string())?,
+                );
             }
         } else {
             let port = free_port().map_err(|e| e.to_string())?;
-            nats.push(NatsProcess::start(&nats_binary, &dir.path().join("nats"), port).map_err(|e| e.to_string())?);
+            nats.push(NatsProcess::start_with(&nats_binary, &dir.path().join("nats"), port, options.clone()).map_err(|e| e.to_string())?);
         }
         let key = generate_key_base64().map_err(|e| e.to_string())?;
         let sink_secret = Secret::new(format!("whsec_{}", generate_key_base64().map_err(|e| e.to_string())?.expose()));

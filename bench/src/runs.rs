@@ -43,6 +43,8 @@ pub struct LoadOptions {
     pub max_requests: u64,
     /// The `hookline` binary to run roles with (default: this executable).
     pub binary: Option<std::path::PathBuf>,
+    /// The nats-server's fsync policy: `Always` (what hookline ships) or `Lazy` (its default).
+    pub fsync: hookline_shared::servers::Fsync,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -104,7 +106,7 @@ pub async fn ingest(opts: &LoadOptions, url: Option<SocketAddr>) -> Result<LoadR
     let (_stack, target, public) = match url {
         Some(addr) => (None, addr, format!("http://{addr}")),
         None => {
-            let mut stack = Stack::start(opts.binary.as_deref(), false)?;
+            let mut stack = Stack::start(opts.binary.as_deref(), false, opts.fsync)?;
             stack.write_channels(&templates).await?;
             let port = stack.spawn_ingest()?;
             wait_http_ok(&format!("http://127.0.0.1:{port}/readyz"), Duration::from_secs(30)).await?;
@@ -122,7 +124,7 @@ pub async fn ingest(opts: &LoadOptions, url: Option<SocketAddr>) -> Result<LoadR
 /// The baseline server with its own nats-server.
 pub async fn baseline(opts: &LoadOptions) -> Result<LoadResult, String> {
     let templates = workload::templates()?;
-    let mut stack = Stack::start(opts.binary.as_deref(), false)?;
+    let mut stack = Stack::start(opts.binary.as_deref(), false, opts.fsync)?;
     stack.write_channels(&templates).await?;
     let port = stack.spawn_baseline()?;
     wait_http_ok(&format!("http://127.0.0.1:{port}/ready"), Duration::from_secs(30)).await?;
@@ -205,7 +207,7 @@ async fn dlq_event_ids(js: &async_nats::jetstream::Context) -> Result<HashSet<St
 /// Ingest, `normalizers` and `forwarders` processes and a sink, under load, with a fault.
 pub async fn e2e(opts: &LoadOptions, normalizers: usize, forwarders: usize, fault: Option<Fault>) -> Result<E2eReport, String> {
     let templates: Vec<Template> = workload::templates()?;
-    let mut stack = Stack::start(opts.binary.as_deref(), fault == Some(Fault::ClusterNodeKill))?;
+    let mut stack = Stack::start(opts.binary.as_deref(), fault == Some(Fault::ClusterNodeKill), opts.fsync)?;
     stack.write_channels(&templates).await?;
     let ingest_port = stack.spawn_ingest()?;
     let sink_port = stack.spawn_sink()?;

@@ -72,9 +72,18 @@ pub async fn run(
         tracing::warn!("forwarder.signing_secret is not set: deliveries are not signed");
     }
     let deliverer = Deliverer::new(&target, cfg.signing_secret.as_ref(), Duration::from_millis(cfg.request_timeout_ms), cfg.max_in_flight)?;
-    let client = js_setup::connect(&config.nats, "hookline-forwarder").await?;
-    let js = jetstream::new(client.clone());
-    js_setup::ensure_streams(&js, &config.streams).await?;
+    let setup = async {
+        let client = js_setup::connect(&config.nats, "hookline-forwarder").await?;
+        let js = jetstream::new(client.clone());
+        js_setup::ensure_streams(&js, &config.streams).await?;
+        Ok::<_, ForwarderError>((client, js))
+    };
+    // A signal during start-up (NATS still unreachable, say) stops it at once.
+    let Some(setup) = shutdown.run_until_cancelled(setup).await else {
+        tracing::info!("forwarder stopped during start-up");
+        return Ok(());
+    };
+    let (client, js) = setup?;
     let stream = js.get_stream(names::EVENTS_STREAM).await.map_err(|e| ForwarderError::Consumer(e.to_string()))?;
     let consumer: PullConsumer = stream
         .create_consumer(pull::Config {

@@ -38,11 +38,20 @@ pub enum IngestError {
 /// Runs ingest on `listener` until `shutdown` is cancelled, then drains.
 pub async fn run(config: &Config, metrics: Arc<Metrics>, listener: TcpListener, shutdown: CancellationToken) -> Result<(), IngestError> {
     let keyring = Arc::new(config.keyring()?);
-    let client = jetstream::connect(&config.nats, "hookline-ingest").await?;
-    let js = async_nats::jetstream::new(client.clone());
-    jetstream::ensure_streams(&js, &config.streams).await?;
-    let store = jetstream::channels_bucket(&js, &config.streams).await?;
-    channels::write_declared(&store, &keyring, &config.channels).await.map_err(IngestError::Channels)?;
+    let setup = async {
+        let client = jetstream::connect(&config.nats, "hookline-ingest").await?;
+        let js = async_nats::jetstream::new(client.clone());
+        jetstream::ensure_streams(&js, &config.streams).await?;
+        let store = jetstream::channels_bucket(&js, &config.streams).await?;
+        channels::write_declared(&store, &keyring, &config.channels).await.map_err(IngestError::Channels)?;
+        Ok::<_, IngestError>((client, js, store))
+    };
+    // A signal during start-up (NATS still unreachable, say) stops it at once.
+    let Some(setup) = shutdown.run_until_cancelled(setup).await else {
+        tracing::info!("ingest stopped during start-up");
+        return Ok(());
+    };
+    let (client, js, store) = setup?;
 
     let directory = Arc::new(ChannelDirectory::default());
     let watcher = tokio::spawn(channels::watch(js.clone(), store, keyring, directory.clone(), shutdown.clone()));

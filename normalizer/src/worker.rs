@@ -58,9 +58,18 @@ pub async fn run(
     ops_listener: Option<TcpListener>,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
-    let client = js_setup::connect(&config.nats, "hookline-normalizer").await?;
-    let js = jetstream::new(client.clone());
-    js_setup::ensure_streams(&js, &config.streams).await?;
+    let setup = async {
+        let client = js_setup::connect(&config.nats, "hookline-normalizer").await?;
+        let js = jetstream::new(client.clone());
+        js_setup::ensure_streams(&js, &config.streams).await?;
+        Ok::<_, WorkerError>((client, js))
+    };
+    // A signal during start-up (NATS still unreachable, say) stops it at once.
+    let Some(setup) = shutdown.run_until_cancelled(setup).await else {
+        tracing::info!("normalizer stopped during start-up");
+        return Ok(());
+    };
+    let (client, js) = setup?;
     let cfg = config.normalizer.clone();
     let consumer_error = |e: String| WorkerError::Consumer { consumer: names::NORMALIZER_CONSUMER, message: e };
     let stream = js.get_stream(names::RAW_STREAM).await.map_err(|e| consumer_error(e.to_string()))?;

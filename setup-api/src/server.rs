@@ -159,9 +159,18 @@ pub async fn run(
     config.require_nats_url()?;
     let url =
         config.database.url.as_ref().ok_or_else(|| ConfigError::new("database.url", "required: the Postgres URL of the setup API"))?;
-    let pool = db::connect(url, config.database.max_connections).await.map_err(|e| SetupApiError::Connect(db::describe(&e)))?;
-    db::MIGRATOR.run(&pool).await.map_err(|e| SetupApiError::Migrate(e.to_string()))?;
-    let imported = service::import_declared(&pool, &keyring, &config.channels).await?;
+    let setup = async {
+        let pool = db::connect(url, config.database.max_connections).await.map_err(|e| SetupApiError::Connect(db::describe(&e)))?;
+        db::MIGRATOR.run(&pool).await.map_err(|e| SetupApiError::Migrate(e.to_string()))?;
+        let imported = service::import_declared(&pool, &keyring, &config.channels).await?;
+        Ok::<_, SetupApiError>((pool, imported))
+    };
+    // A signal during start-up (Postgres still unreachable, say) stops it at once.
+    let Some(setup) = shutdown.run_until_cancelled(setup).await else {
+        tracing::info!("setup-api stopped during start-up");
+        return Ok(());
+    };
+    let (pool, imported) = setup?;
     if imported > 0 {
         tracing::info!(imported, "channels declared in the configuration imported");
     }

@@ -10,6 +10,7 @@ pub mod jetstream;
 pub mod metrics;
 pub mod names;
 pub mod ops_server;
+pub mod runtime;
 pub mod secret;
 pub mod servers;
 pub mod source;

@@ -17,6 +17,7 @@ pub struct BenchLoad {
     pub requests: u64,
     pub json: bool,
     pub plot: Option<std::path::PathBuf>,
+    pub fsync: hookline_shared::servers::Fsync,
 }
 
 impl BenchLoad {
@@ -33,6 +34,7 @@ impl BenchLoad {
             duration: Duration::from_secs_f64(self.duration_s),
             max_requests: self.requests,
             binary: None,
+            fsync: self.fsync,
         })
     }
 }

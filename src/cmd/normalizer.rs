@@ -4,9 +4,8 @@ use anyhow::Context;
 use hookline_shared::config::Config;
 use hookline_shared::metrics::Metrics;
 
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(config: Config, shutdown: tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
     config.require_nats_url()?;
     let ops = super::bind(config.normalizer.listen, "normalizer.listen").await?;
-    let shutdown = super::shutdown_on_signals();
     hookline_normalizer::worker::run(&config, Metrics::new(), Some(ops), shutdown).await.context("normalizer")
 }

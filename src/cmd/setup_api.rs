@@ -5,14 +5,13 @@ use anyhow::Context;
 use hookline_shared::config::{Config, ConfigError};
 use hookline_shared::metrics::Metrics;
 
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(config: Config, shutdown: tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
     config.require_nats_url()?;
     config.keyring()?;
     if config.database.url.is_none() {
         return Err(ConfigError::new("database.url", "required: the Postgres URL (or DB_HOST, DB_USER, ...)").into());
     }
     let listener = super::bind(config.setup_api.listen, "setup_api.listen").await?;
-    let shutdown = super::shutdown_on_signals();
     hookline_setup_api::run(&config, Metrics::new(), listener, shutdown).await.context("setup-api")
 }
 

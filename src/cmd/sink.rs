@@ -12,7 +12,7 @@ pub struct SinkArgs {
     pub fail_for_s: Option<f64>,
 }
 
-pub async fn run(config: Config, args: SinkArgs) -> anyhow::Result<()> {
+pub async fn run(config: Config, args: SinkArgs, shutdown: tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
     let state = SinkState::new(config.sink.signing_secret.as_ref(), config.sink.print || args.print).context("sink.signing_secret")?;
     if config.sink.signing_secret.is_none() {
         tracing::warn!("sink.signing_secret is not set: deliveries are accepted unsigned");
@@ -22,7 +22,6 @@ pub async fn run(config: Config, args: SinkArgs) -> anyhow::Result<()> {
     }
     let listener = super::bind(config.sink.listen, "sink.listen").await?;
     tracing::info!(addr = %config.sink.listen, "sink listening");
-    let shutdown = super::shutdown_on_signals();
     sink::serve(listener, state.clone(), shutdown).await;
     println!("{}", serde_json::to_string(&state.stats())?);
     Ok(())

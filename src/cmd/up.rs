@@ -12,8 +12,12 @@ use hookline_shared::channel::ChannelDecl;
 use hookline_shared::config::Config;
 use hookline_shared::crypto::generate_key_base64;
 use hookline_shared::metrics::Metrics;
-use hookline_shared::servers::{find_nats_server, find_postgres_bin, free_port, NatsProcess, PgProcess};
+use hookline_shared::runtime::RunningUp;
+use hookline_shared::servers::{
+    find_nats_server, find_postgres_bin, free_port, private_postgres_dir, Fsync, NatsProcess, PgProcess, ProcessError, StartOptions,
+};
 use hookline_shared::{Secret, Source};
+use tokio_util::sync::CancellationToken;
 
 const DEMO_CHANNEL: &str = "demo-telegram";
 
@@ -28,54 +32,68 @@ fn persisted_secret(path: &Path, make: impl FnOnce() -> anyhow::Result<Secret>) 
 }
 
 fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    file.write_all(contents.as_bytes())?;
-    Ok(())
+    hookline_shared::servers::write_private_file(path, contents).with_context(|| format!("cannot write {}", path.display()))
 }
 
-pub async fn run(mut config: Config) -> anyhow::Result<()> {
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    match start_and_run(config, shutdown.clone()).await {
+        Err(e) if shutdown.is_cancelled() && is_cancelled_start(&e) => {
+            tracing::info!("stopped during start-up");
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+fn is_cancelled_start(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| matches!(cause.downcast_ref::<ProcessError>(), Some(ProcessError::Cancelled(_))))
+}
+
+async fn start_and_run(mut config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir).with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
     // Absolute: the private Postgres runs with its own working directory.
     let data_dir = config.data_dir.canonicalize().with_context(|| format!("data_dir {}", config.data_dir.display()))?;
+    // Durable: an acknowledgement (a 200, a 201) means the data is on disk. Cancelled by a signal
+    // at any moment of the start.
+    let options = StartOptions { fsync: Fsync::Always, cancel: shutdown.clone() };
+    let mut record = RunningUp::for_this_process(
+        format!("http://127.0.0.1:{}", config.ingest.listen.port()),
+        format!("http://127.0.0.1:{}", config.setup_api.listen.port()),
+    );
 
     let mut nats_process = None;
     if config.nats.url.is_none() {
         let binary = find_nats_server()?;
         let port = free_port()?;
         let dir = data_dir.join("nats");
-        let process = tokio::task::spawn_blocking(move || NatsProcess::start(&binary, &dir, port)).await??;
+        let opts = options.clone();
+        let process = tokio::task::spawn_blocking(move || NatsProcess::start_with(&binary, &dir, port, opts)).await??;
         config.nats.url = Some(process.url());
+        record.nats_url = Some(process.url());
         nats_process = Some(process);
     }
     if config.secrets.key.is_none() {
-        let key = persisted_secret(&data_dir.join("secrets.key"), || Ok(generate_key_base64()?))?;
+        let path = data_dir.join("secrets.key");
+        let key = persisted_secret(&path, || Ok(generate_key_base64()?))?;
         config.secrets.key = Some(key);
         config.validate()?;
+        record.secrets_key_file = Some(path);
     }
     let mut pg_process = None;
     if config.database.url.is_none() {
         let bin = find_postgres_bin()?;
         let port = free_port()?;
-        let dir = data_dir.join("postgres");
+        let data = data_dir.clone();
+        let opts = options.clone();
         let pg = tokio::task::spawn_blocking(move || -> anyhow::Result<PgProcess> {
-            let pg = PgProcess::start(&bin, &dir, port)?;
-            match pg.create_database("hookline") {
-                Ok(_) => {}
-                Err(e) if e.to_string().contains("already exists") => {}
-                Err(e) => return Err(e.into()),
-            }
+            let dir = private_postgres_dir(&data)?;
+            let pg = PgProcess::start_with(&bin, &dir, port, opts)?;
+            pg.ensure_database("hookline")?;
             Ok(pg)
         })
         .await??;
         config.database.url = Some(Secret::new(pg.url("hookline")));
+        record.database_url = Some(pg.url("hookline"));
         pg_process = Some(pg);
     }
     let mut setup_token = None;
@@ -108,7 +126,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     };
 
     let listener = super::bind(config.ingest.listen, "ingest.listen").await?;
-    let shutdown = super::shutdown_on_signals();
+    record.ingest_url = format!("http://127.0.0.1:{}", listener.local_addr()?.port());
     let mut builtin_sink = false;
     if config.forwarder.target_url.is_none() {
         // No messaging service: deliver to a sink in this process that prints each event.
@@ -126,8 +144,14 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     print_banner(&config, nats_process.is_some(), demo_token.as_ref(), builtin_sink, setup_token.as_ref());
 
     let setup_listener = super::bind(config.setup_api.listen, "setup_api.listen").await?;
+    record.setup_api_url = format!("http://127.0.0.1:{}", setup_listener.local_addr()?.port());
     let metrics = Metrics::new();
+    match record.write(&data_dir) {
+        Ok(path) => tracing::debug!(record = %path.display(), "operator commands run here find this up"),
+        Err(e) => tracing::warn!(error = %e, "cannot write the record that operator commands read; they need nats.url set"),
+    }
     let result = run_roles(&config, metrics, listener, setup_listener, shutdown).await;
+    record.remove(&data_dir);
 
     if let Some(mut pg) = pg_process {
         match tokio::task::spawn_blocking(move || pg.stop()).await? {
@@ -216,6 +240,8 @@ fn print_banner(config: &Config, private_nats: bool, demo_token: Option<&Secret>
         println!("the normalizer publishes its event to HOOKLINE_EVENTS and the forwarder delivers it.");
     }
     print_setup_api(config, setup_token);
+    println!("Operator commands run from this folder find this up with no configuration, e.g.");
+    println!("  hookline dlq list    hookline replay raw --from 1h --dry-run");
     println!("Ctrl-C stops everything; the data stays in {}.", config.data_dir.display());
     println!();
 }
