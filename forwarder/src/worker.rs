@@ -103,7 +103,9 @@ pub async fn run(
     if let Some(listener) = ops_listener {
         let probe = client.clone();
         let ready = Arc::new(move || probe.connection_state() == async_nats::connection::State::Connected);
-        tokio::spawn(ops_server::serve(listener, metrics.clone(), ready, shutdown.clone()));
+        let note = hookline_shared::durability::DurabilityNote::default();
+        hookline_shared::durability::check(config.nats.monitor_url.as_deref(), "forwarder", &note).await;
+        tokio::spawn(ops_server::serve(listener, metrics.clone(), ready, note, shutdown.clone()));
     }
     tokio::spawn(js_setup::report_lag(consumer.clone(), names::FORWARDER_CONSUMER, metrics.clone(), shutdown.clone()));
 

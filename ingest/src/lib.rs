@@ -52,6 +52,8 @@ pub async fn run(config: &Config, metrics: Arc<Metrics>, listener: TcpListener, 
         return Ok(());
     };
     let (client, js, store) = setup?;
+    let durability = hookline_shared::durability::DurabilityNote::default();
+    hookline_shared::durability::check(config.nats.monitor_url.as_deref(), "ingest", &durability).await;
 
     let directory = Arc::new(ChannelDirectory::default());
     let watcher = tokio::spawn(channels::watch(js.clone(), store, keyring, directory.clone(), shutdown.clone()));
@@ -59,7 +61,13 @@ pub async fn run(config: &Config, metrics: Arc<Metrics>, listener: TcpListener, 
     let ingest = &config.ingest;
     let state = Arc::new(AppState {
         channels: directory,
-        publisher: Arc::new(RawPublisher::new(client.clone(), Duration::from_millis(ingest.publish_ack_timeout_ms), metrics.clone())),
+        publisher: Arc::new(RawPublisher::new(
+            client.clone(),
+            Duration::from_millis(ingest.publish_ack_timeout_ms),
+            config.nats.group_commit_max_batch,
+            config.nats.group_commit_max_in_flight,
+            metrics.clone(),
+        )),
         metrics,
         max_body_bytes: ingest.max_body_bytes,
         body_read_timeout: Duration::from_millis(ingest.body_read_timeout_ms),
@@ -67,6 +75,7 @@ pub async fn run(config: &Config, metrics: Arc<Metrics>, listener: TcpListener, 
         public_base: ingest.public_url.trim_end_matches('/').to_string(),
         tolerances: Tolerances { webchat_s: ingest.webchat_tolerance_s, mercadopago_s: ingest.mercadopago_tolerance_s },
         shutting_down: AtomicBool::new(false),
+        durability,
     });
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, public_url = %ingest.public_url, "ingest listening");

@@ -1,6 +1,7 @@
 //! Publishing a raw webhook to `HOOKLINE_RAW` and waiting for JetStream's ack, with the
 //! design's headers and a `Nats-Msg-Id` that makes a platform's retry of the same delivery a
-//! duplicate that JetStream stores once.
+//! duplicate that JetStream stores once. The webhooks of concurrent requests are committed
+//! together ([`GroupCommit`]): one fsync for many, each request answered when its batch is acked.
 
 use async_nats::jetstream;
 use async_nats::HeaderMap;
@@ -9,6 +10,7 @@ use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hookline_shared::group_commit::{CommitError, GroupCommit, GroupCommitConfig, Stored};
 use hookline_shared::metrics::{Metrics, PublishLabels};
 use hookline_shared::names::{self, header};
 use hookline_shared::Source;
@@ -52,15 +54,18 @@ pub fn message_id(channel_id: &str, body: &[u8]) -> String {
 
 pub struct RawPublisher {
     client: async_nats::Client,
-    js: jetstream::Context,
+    commits: GroupCommit,
     ack_timeout: Duration,
     metrics: Arc<Metrics>,
 }
 
 impl RawPublisher {
-    pub fn new(client: async_nats::Client, ack_timeout: Duration, metrics: Arc<Metrics>) -> Self {
+    /// `max_batch` and `max_in_flight`: the group commit's (`nats.group_commit_*`).
+    pub fn new(client: async_nats::Client, ack_timeout: Duration, max_batch: usize, max_in_flight: usize, metrics: Arc<Metrics>) -> Self {
         let js = jetstream::new(client.clone());
-        RawPublisher { client, js, ack_timeout, metrics }
+        let commits =
+            GroupCommit::start(js, GroupCommitConfig { max_batch, max_in_flight, ack_timeout }, metrics.clone(), names::RAW_STREAM);
+        RawPublisher { client, commits, ack_timeout, metrics }
     }
 
     pub fn is_connected(&self) -> bool {
@@ -99,14 +104,14 @@ impl RawPublisher {
         }
         let subject = names::raw_subject(msg.source, msg.channel_id);
         let started = Instant::now();
-        let publish = async {
-            let ack_future =
-                self.js.publish_with_headers(subject, headers, msg.body).await.map_err(|e| PublishError::Refused(e.to_string()))?;
-            ack_future.await.map_err(|e| PublishError::Refused(e.to_string()))
+        let stored = match tokio::time::timeout(self.ack_timeout, self.commits.publish(subject.to_string(), headers, msg.body)).await {
+            Err(_) => return Err(PublishError::Timeout(self.ack_timeout)),
+            Ok(Err(CommitError::Timeout(_))) => return Err(PublishError::Timeout(self.ack_timeout)),
+            Ok(Err(e)) => return Err(PublishError::Refused(e.to_string())),
+            Ok(Ok(stored)) => stored,
         };
-        let ack = tokio::time::timeout(self.ack_timeout, publish).await.map_err(|_| PublishError::Timeout(self.ack_timeout))??;
         self.metrics.publish_duration.observe(started.elapsed().as_secs_f64());
-        Ok(!ack.duplicate)
+        Ok(stored == Stored::New)
     }
 }
 

@@ -32,6 +32,8 @@ pub struct AppState {
     pub public_base: String,
     pub tolerances: Tolerances,
     pub shutting_down: AtomicBool,
+    /// A warning about the nats-server's durability, shown by `/readyz`.
+    pub durability: hookline_shared::durability::DurabilityNote,
 }
 
 enum Route<'a> {
@@ -130,6 +132,15 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp
 }
 
 fn readyz(state: &AppState) -> Response<Full<Bytes>> {
+    let mut response = readiness(state);
+    if let Some(note) = state.durability.get() {
+        let body = format!("{}{note}\n", if response.status() == StatusCode::OK { "ready\n" } else { "not ready\n" });
+        *response.body_mut() = Full::new(Bytes::from(body));
+    }
+    response
+}
+
+fn readiness(state: &AppState) -> Response<Full<Bytes>> {
     if state.shutting_down.load(Ordering::Acquire) {
         text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
     } else if !state.publisher.is_connected() {
@@ -229,10 +240,10 @@ async fn serve_channel(
         SignedRequest { headers: &parts.headers, body: &body, query, public_url: &public_url, now: time::OffsetDateTime::now_utc() };
     verify::verify(channel, &signed, &state.tolerances)?;
 
-    // Published in this task, not a spawned one: a client that hangs up mid-request drops this
-    // future, and with it at most a publish whose ack nobody waits for. That is harmless: the
-    // platform retries what it did not see answered 200, and the retry carries the same
-    // `Nats-Msg-Id`, so JetStream stores the delivery once either way.
+    // Handed to the group commit, which stores it with the webhooks of concurrent requests. A
+    // client that hangs up mid-request drops only the wait for the answer; the message may still
+    // be stored. That is harmless: the platform retries what it did not see answered 200, and
+    // the retry carries the same `Nats-Msg-Id`, so JetStream stores the delivery once either way.
     let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let incoming = parts.headers.get("traceparent").and_then(|v| v.to_str().ok());
     let traceparent = telemetry::traceparent(span, incoming);

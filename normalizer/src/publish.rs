@@ -1,17 +1,28 @@
 //! Publishing events to `HOOKLINE_EVENTS` on `hookline.events.<tenant>.<platform>.<kind>`, then
 //! waiting for every ack. `Nats-Msg-Id` is the event id, so storing the same event twice keeps
-//! one; a replay adds a suffix so that its copies are stored (and delivered) again.
+//! one; a replay adds a suffix so that its copies are stored (and delivered) again. The worker
+//! publishes through a group commit (the events of concurrent raw messages in one atomic batch,
+//! one raw message's events kept together and in order); a replay publishes directly.
 
 use async_nats::jetstream;
 use async_nats::HeaderMap;
 use std::time::Duration;
 
 use hookline_shared::event::NormalizedEvent;
+use hookline_shared::group_commit::{GroupCommit, Message};
 use hookline_shared::names::{self, header};
+
+/// How events reach `HOOKLINE_EVENTS`.
+pub enum EventPublisher {
+    /// Each event published on its own, acks awaited together.
+    Direct(jetstream::Context),
+    /// Through a group commit.
+    Grouped(GroupCommit),
+}
 
 /// Publishes `events` and waits for all their acks; Err says which failed and why.
 pub async fn publish_events(
-    js: &jetstream::Context,
+    publisher: &EventPublisher,
     events: &[NormalizedEvent],
     tenant: &str,
     channel: &str,
@@ -20,6 +31,7 @@ pub async fn publish_events(
     timeout: Duration,
 ) -> Result<(), String> {
     let mut acks = Vec::with_capacity(events.len());
+    let mut messages = Vec::with_capacity(events.len());
     for event in events {
         let body = serde_json::to_vec(event).map_err(|e| format!("cannot serialize event {}: {e}", event.id))?;
         let mut headers = HeaderMap::new();
@@ -34,11 +46,25 @@ pub async fn publish_events(
         headers.insert(header::CHANNEL, channel);
         headers.insert(header::TRACEPARENT, traceparent);
         let subject = names::event_subject(tenant, &event.platform, event.kind.as_str());
+        let js = match publisher {
+            EventPublisher::Grouped(_) => {
+                messages.push(Message { subject, headers, payload: body.into() });
+                continue;
+            }
+            EventPublisher::Direct(js) => js,
+        };
         match tokio::time::timeout(timeout, js.publish_with_headers(subject, headers, body.into())).await {
             Ok(Ok(ack)) => acks.push(ack),
             Ok(Err(e)) => return Err(format!("publish of event {}: {e}", event.id)),
             Err(_) => return Err(format!("publish of event {} timed out", event.id)),
         }
+    }
+    if let EventPublisher::Grouped(commits) = publisher {
+        return match tokio::time::timeout(timeout, commits.publish_all(messages)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("events not stored: {e}")),
+            Err(_) => Err("events' commit timed out".to_string()),
+        };
     }
     let all = futures_util::future::join_all(acks.into_iter().map(|ack| tokio::time::timeout(timeout, ack))).await;
     for result in all {

@@ -17,12 +17,13 @@ use tracing::Instrument;
 
 use hookline_shared::config::{Config, NormalizerConfig};
 use hookline_shared::dlq::{self, DeadLetter};
+use hookline_shared::group_commit::{GroupCommit, GroupCommitConfig};
 use hookline_shared::jetstream::{self as js_setup, NatsSetupError};
 use hookline_shared::metrics::{EventLabels, Metrics, OutcomeLabels};
 use hookline_shared::names::{self, header};
 use hookline_shared::{ops_server, telemetry, Source};
 
-use crate::publish::publish_events;
+use crate::publish::{publish_events, EventPublisher};
 use crate::raw::{read_headers, InvalidHeaders};
 use crate::{normalize, RawInput};
 
@@ -36,6 +37,7 @@ pub enum WorkerError {
 
 struct Worker {
     js: jetstream::Context,
+    events: EventPublisher,
     metrics: Arc<Metrics>,
     config: NormalizerConfig,
 }
@@ -90,12 +92,24 @@ pub async fn run(
     if let Some(listener) = ops_listener {
         let probe = client.clone();
         let ready = Arc::new(move || probe.connection_state() == async_nats::connection::State::Connected);
-        tokio::spawn(ops_server::serve(listener, metrics.clone(), ready, shutdown.clone()));
+        let note = hookline_shared::durability::DurabilityNote::default();
+        hookline_shared::durability::check(config.nats.monitor_url.as_deref(), "normalizer", &note).await;
+        tokio::spawn(ops_server::serve(listener, metrics.clone(), ready, note, shutdown.clone()));
     }
 
     tokio::spawn(js_setup::report_lag(consumer.clone(), names::NORMALIZER_CONSUMER, metrics.clone(), shutdown.clone()));
 
-    let worker = Arc::new(Worker { js, metrics, config: cfg.clone() });
+    let commits = GroupCommit::start(
+        js.clone(),
+        GroupCommitConfig {
+            max_batch: config.nats.group_commit_max_batch,
+            max_in_flight: config.nats.group_commit_max_in_flight,
+            ack_timeout: Duration::from_millis(cfg.publish_ack_timeout_ms),
+        },
+        metrics.clone(),
+        names::EVENTS_STREAM,
+    );
+    let worker = Arc::new(Worker { js, events: EventPublisher::Grouped(commits), metrics, config: cfg.clone() });
     let permits = Arc::new(Semaphore::new(cfg.max_in_flight));
     let mut tasks = JoinSet::new();
     tracing::info!(consumer = names::NORMALIZER_CONSUMER, max_in_flight = cfg.max_in_flight, "normalizer running");
@@ -195,7 +209,7 @@ impl Worker {
             Ok(events) => {
                 let traceparent = telemetry::traceparent(span, raw.traceparent);
                 let timeout = Duration::from_millis(self.config.publish_ack_timeout_ms);
-                match publish_events(&self.js, &events, raw.tenant, raw.channel, &traceparent, None, timeout).await {
+                match publish_events(&self.events, &events, raw.tenant, raw.channel, &traceparent, None, timeout).await {
                     Ok(()) => {
                         for event in &events {
                             self.metrics

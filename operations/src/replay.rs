@@ -8,7 +8,7 @@ use async_nats::HeaderMap;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-use hookline_normalizer::publish::publish_events;
+use hookline_normalizer::publish::{publish_events, EventPublisher};
 use hookline_normalizer::raw::{header_text, read_headers};
 use hookline_normalizer::{normalize, RawInput};
 use hookline_shared::names::{self, header};
@@ -127,9 +127,17 @@ async fn replay_raw(
         return Ok(());
     }
     let traceparent = telemetry::traceparent(&tracing::Span::current(), raw.traceparent);
-    publish_events(js, &events, raw.tenant, raw.channel, &traceparent, Some(suffix), Duration::from_secs(10))
-        .await
-        .map_err(OpsError::Publish)
+    publish_events(
+        &EventPublisher::Direct(js.clone()),
+        &events,
+        raw.tenant,
+        raw.channel,
+        &traceparent,
+        Some(suffix),
+        Duration::from_secs(10),
+    )
+    .await
+    .map_err(OpsError::Publish)
 }
 
 async fn replay_event(

@@ -43,6 +43,14 @@ pub struct NatsConfig {
     /// Server URLs, comma separated.
     pub url: Option<String>,
     pub connect_timeout_ms: u64,
+    /// The nats-server's monitoring endpoint (`http://host:8222`): when set, each role checks at
+    /// start that the server fsyncs before it acknowledges, and warns when it does not.
+    pub monitor_url: Option<String>,
+    /// Group commit of concurrent publishes (ingest's raw webhooks, the normalizer's events):
+    /// the most messages in one atomic batch; 1 publishes every message alone.
+    pub group_commit_max_batch: usize,
+    /// Atomic batches being committed at once, per stream and process.
+    pub group_commit_max_in_flight: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -272,6 +280,9 @@ impl Config {
         if let Some(url) = &self.nats.url {
             validate_nats_urls(url).map_err(|m| ConfigError::new("nats.url", m))?;
         }
+        if let Some(url) = &self.nats.monitor_url {
+            validate_http_url(url).map_err(|m| ConfigError::new("nats.monitor_url", m))?;
+        }
         validate_http_url(&self.ingest.public_url).map_err(|m| ConfigError::new("ingest.public_url", m))?;
         if let Some(endpoint) = &self.telemetry.otlp_endpoint {
             validate_http_url(endpoint).map_err(|m| ConfigError::new("telemetry.otlp_endpoint", m))?;
@@ -297,6 +308,17 @@ impl Config {
             if value == 0 {
                 return Err(ConfigError::new(key, "must be greater than 0"));
             }
+        }
+        // nats-server's defaults: at most 1000 messages in an atomic batch, 50 batches in flight
+        // per stream.
+        if !(1..=1000).contains(&self.nats.group_commit_max_batch) {
+            return Err(ConfigError::new("nats.group_commit_max_batch", "must be 1 to 1000 (nats-server's atomic batch limit)"));
+        }
+        if !(1..=50).contains(&self.nats.group_commit_max_in_flight) {
+            return Err(ConfigError::new(
+                "nats.group_commit_max_in_flight",
+                "must be 1 to 50 (nats-server's batches in flight per stream)",
+            ));
         }
         if self.ingest.max_body_bytes > 64 * 1024 * 1024 {
             return Err(ConfigError::new("ingest.max_body_bytes", "must be at most 67108864 (64 MiB)"));

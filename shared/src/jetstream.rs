@@ -100,6 +100,8 @@ fn stream_config(name: &str, subjects: &str, limits: &StreamLimits) -> stream::C
             DiscardPolicy::New => stream::DiscardPolicy::New,
             DiscardPolicy::Old => stream::DiscardPolicy::Old,
         },
+        // Group commit stores concurrent publishes as one atomic batch (nats-server 2.12+).
+        allow_atomic_publish: true,
         ..Default::default()
     }
 }

@@ -62,6 +62,28 @@ pub struct Metrics {
     pub delivery_duration: Histogram,
     pub forwarder_in_flight_limit: Gauge,
     pub consumer_pending: Family<ConsumerLabels, Gauge>,
+    pub group_commit_batch_messages: Family<StreamLabels, Histogram, HistogramFn>,
+    pub group_commits: Family<GroupCommitLabels, Counter>,
+    pub group_commit_duration: Histogram,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamLabels {
+    pub stream: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupCommitLabels {
+    pub stream: &'static str,
+    /// `committed`, `split_duplicate`, `split_refused`, `failed`
+    pub outcome: &'static str,
+}
+
+/// A histogram family's constructor.
+pub type HistogramFn = fn() -> Histogram;
+
+fn batch_size_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 11))
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -126,6 +148,26 @@ impl Metrics {
             "Messages not yet delivered to a durable consumer (its lag), by consumer",
             consumer_pending.clone(),
         );
+        let group_commit_batch_messages =
+            Family::<StreamLabels, Histogram, HistogramFn>::new_with_constructor(batch_size_histogram as HistogramFn);
+        registry.register(
+            "group_commit_batch_messages",
+            "Messages in each group commit (one atomic batch, or one message alone), by stream",
+            group_commit_batch_messages.clone(),
+        );
+        let group_commits = Family::<GroupCommitLabels, Counter>::default();
+        registry.register(
+            "group_commits",
+            "Atomic batches of two or more messages, by stream and outcome (committed; split_duplicate or split_refused: \
+             refused whole, then published one by one; failed: no answer)",
+            group_commits.clone(),
+        );
+        let group_commit_duration = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        registry.register(
+            "group_commit_duration_seconds",
+            "Time from the first message of an atomic batch to its commit's acknowledgement",
+            group_commit_duration.clone(),
+        );
         Arc::new(Metrics {
             registry,
             ingest_requests,
@@ -141,6 +183,9 @@ impl Metrics {
             delivery_duration,
             forwarder_in_flight_limit,
             consumer_pending,
+            group_commit_batch_messages,
+            group_commits,
+            group_commit_duration,
         })
     }
 

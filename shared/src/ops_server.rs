@@ -14,8 +14,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{Metrics, CONTENT_TYPE};
 
-/// Answers until `shutdown`. `ready` says whether the role can do its work now.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, ready: Arc<dyn Fn() -> bool + Send + Sync>, shutdown: CancellationToken) {
+/// Answers until `shutdown`. `ready` says whether the role can do its work now; `note`, a
+/// warning about the server's durability, is added to `/readyz`'s body once set.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    ready: Arc<dyn Fn() -> bool + Send + Sync>,
+    note: crate::durability::DurabilityNote,
+    shutdown: CancellationToken,
+) {
     loop {
         let (stream, _) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -29,15 +36,21 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, ready: Arc<dyn 
         };
         let metrics = metrics.clone();
         let ready = ready.clone();
+        let note = note.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<hyper::body::Incoming>| {
                 let metrics = metrics.clone();
                 let ready = ready.clone();
+                let note = note.clone();
                 async move {
+                    let with_note = |text: &str| match note.get() {
+                        Some(n) => Bytes::from(format!("{text}\n{n}\n")),
+                        None => Bytes::from(format!("{text}\n")),
+                    };
                     let (status, content_type, body) = match req.uri().path() {
                         "/healthz" => (StatusCode::OK, "text/plain", Bytes::from_static(b"ok\n")),
-                        "/readyz" if ready() => (StatusCode::OK, "text/plain", Bytes::from_static(b"ready\n")),
-                        "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "text/plain", Bytes::from_static(b"not ready\n")),
+                        "/readyz" if ready() => (StatusCode::OK, "text/plain", with_note("ready")),
+                        "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "text/plain", with_note("not ready")),
                         "/metrics" => (StatusCode::OK, CONTENT_TYPE, Bytes::from(metrics.encode())),
                         _ => (StatusCode::NOT_FOUND, "text/plain", Bytes::from_static(b"not found\n")),
                     };

@@ -239,6 +239,8 @@ pub struct NatsProcess {
     child: Option<Child>,
     binary: PathBuf,
     port: u16,
+    /// Its monitoring endpoint's port (`/varz`).
+    monitor_port: u16,
     dir: PathBuf,
     /// Cluster arguments, when this server is one node of a cluster.
     cluster_args: Vec<String>,
@@ -263,8 +265,15 @@ impl NatsProcess {
 
     /// Starts `nats-server` with JetStream as `options` say.
     pub fn start_with(binary: &Path, dir: &Path, port: u16, options: StartOptions) -> Result<Self, ProcessError> {
-        let mut p =
-            NatsProcess { child: None, binary: binary.to_path_buf(), port, dir: dir.to_path_buf(), cluster_args: Vec::new(), options };
+        let mut p = NatsProcess {
+            child: None,
+            binary: binary.to_path_buf(),
+            port,
+            monitor_port: free_port().map_err(|source| ProcessError::Spawn { what: "a monitoring port".into(), source })?,
+            dir: dir.to_path_buf(),
+            cluster_args: Vec::new(),
+            options,
+        };
         p.spawn()?;
         Ok(p)
     }
@@ -283,8 +292,15 @@ impl NatsProcess {
             "--routes".to_string(),
             routes.join(","),
         ];
-        let mut p =
-            NatsProcess { child: None, binary: binary.to_path_buf(), port: node.port, dir: dir.to_path_buf(), cluster_args, options };
+        let mut p = NatsProcess {
+            child: None,
+            binary: binary.to_path_buf(),
+            port: node.port,
+            monitor_port: free_port().map_err(|source| ProcessError::Spawn { what: "a monitoring port".into(), source })?,
+            dir: dir.to_path_buf(),
+            cluster_args,
+            options,
+        };
         p.spawn()?;
         Ok(p)
     }
@@ -315,7 +331,7 @@ impl NatsProcess {
             // Its own process group: a Ctrl-C at the terminal reaches this process only, which
             // stops its children in order (roles first, then servers).
             .process_group(0)
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-c"])
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-m", &self.monitor_port.to_string(), "-js", "-c"])
             .arg(&conf)
             .arg("-l")
             .arg(&log)
@@ -338,6 +354,11 @@ impl NatsProcess {
 
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Its monitoring endpoint, for `nats.monitor_url`.
+    pub fn monitor_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.monitor_port)
     }
 
     pub fn port(&self) -> u16 {

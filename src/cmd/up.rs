@@ -69,6 +69,7 @@ async fn start_and_run(mut config: Config, shutdown: CancellationToken) -> anyho
         let opts = options.clone();
         let process = tokio::task::spawn_blocking(move || NatsProcess::start_with(&binary, &dir, port, opts)).await??;
         config.nats.url = Some(process.url());
+        config.nats.monitor_url = Some(process.monitor_url());
         record.nats_url = Some(process.url());
         nats_process = Some(process);
     }

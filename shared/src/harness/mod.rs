@@ -2,6 +2,8 @@
 //! temporary folders, killed and removed on `Drop` (also when a test panics), plus small
 //! helpers every integration test uses. Enabled by the `harness` feature.
 
+pub mod powercut;
+
 use std::future::Future;
 use std::time::{Duration, Instant};
 
