@@ -261,7 +261,7 @@ enum BenchCommand {
         normalizers: usize,
         #[arg(long, default_value_t = 1)]
         forwarders: usize,
-        /// nats-kill, cluster-node-kill, normalizer-kill, forwarder-kill or target-500.
+        /// nats-kill, cluster-node-kill, power-cut, normalizer-kill, forwarder-kill or target-500.
         #[arg(long)]
         fault: Option<hookline_bench::runs::Fault>,
     },

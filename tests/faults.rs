@@ -62,3 +62,24 @@ async fn a_cluster_node_killed_and_restarted_loses_nothing_and_ingest_keeps_answ
     let last_full = report.load.timeline.iter().rev().nth(1).expect("a timeline");
     assert_eq!(last_full.ok, last_full.requests, "{:?}", report.load.timeline);
 }
+
+/// The power cut: the nats-server's store sits on a filesystem that forgets every write not
+/// fsynced (the fault of Jepsen's LazyFS), webhooks flow through ingest, normalizer and forwarder,
+/// and mid-run the server is SIGKILLed and its unsynced writes dropped; then it "reboots".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_power_cut_loses_no_webhook_answered_200_with_the_shipped_fsync_and_loses_some_with_the_default() {
+    hookline_shared::harness::powercut::available().unwrap_or_else(|e| panic!("the power-cut test needs FUSE: {e}"));
+    // The shipped setting: sync_interval: always.
+    let report = runs::e2e(&options(6), 1, 1, Some(Fault::PowerCut)).await.expect("run");
+    assert!(report.notes.iter().any(|n| n.starts_with("power cut at")), "{:?}", report.notes);
+    assert!(report.notes.iter().any(|n| n.contains("nats-server restarted")), "{:?}", report.notes);
+    check(&report);
+    assert!(report.load.non_200.keys().all(|s| *s == 503 || *s == 0), "{:?}", report.load.non_200);
+
+    // nats-server's default (fsync every two minutes): webhooks answered 200 are gone.
+    let lazy = LoadOptions { fsync: hookline_shared::servers::Fsync::Lazy, ..options(6) };
+    let report = runs::e2e(&lazy, 1, 1, Some(Fault::PowerCut)).await.expect("run");
+    let l = &report.ledger;
+    assert!(l.answered_200 > 100, "too few webhooks answered 200 to mean anything: {l:?} {:?}", report.notes);
+    assert!(l.lost > 0, "the default fsync lost nothing at a power cut, so the fault does not bite: {l:?} {:?}", report.notes);
+}

@@ -8,6 +8,7 @@ use std::time::Duration;
 use hookline_shared::channel::ChannelDecl;
 use hookline_shared::config::Config;
 use hookline_shared::crypto::generate_key_base64;
+use hookline_shared::harness::powercut::PowerCutFs;
 use hookline_shared::servers::{find_nats_server, free_port, ClusterNode, Fsync, NatsProcess, StartOptions};
 use hookline_shared::{Secret, Source};
 
@@ -46,13 +47,16 @@ pub fn rss_mib(pid: u32) -> f64 {
 }
 
 pub struct Stack {
+    // Field order matters: roles and servers stop, then the power-cut mount goes, then the folder.
+    pub roles: Vec<Role>,
     /// One server, or the three nodes of a cluster.
     pub nats: Vec<NatsProcess>,
+    /// The filesystem under the nats-server's store, for the power-cut fault.
+    power: Option<PowerCutFs>,
     pub key: Secret,
     pub sink_secret: Secret,
     exe: PathBuf,
     dir: tempfile::TempDir,
-    pub roles: Vec<Role>,
 }
 
 /// The secret each source's bench channel is signed with.
@@ -67,9 +71,18 @@ impl Stack {
     /// `binary`: the `hookline` executable for the roles (default: this one). `cluster`: three
     /// nats-server nodes with streams replicated three times, rather than one server. `fsync`:
     /// the servers' fsync policy.
-    pub fn start(binary: Option<&std::path::Path>, cluster: bool, fsync: Fsync) -> Result<Stack, String> {
+    pub fn start(binary: Option<&std::path::Path>, cluster: bool, fsync: Fsync, power_cut: bool) -> Result<Stack, String> {
         let options = StartOptions { fsync, ..Default::default() };
         let dir = tempfile::Builder::new().prefix("hookline-bench-").tempdir().map_err(|e| e.to_string())?;
+        // The power-cut fault: the store on a filesystem that forgets what was not fsynced.
+        let (power, store) = if power_cut {
+            std::fs::create_dir_all(dir.path().join("disk")).map_err(|e| e.to_string())?;
+            let fs =
+                PowerCutFs::mount(&dir.path().join("disk"), &dir.path().join("mnt")).map_err(|e| format!("power-cut filesystem: {e}"))?;
+            (Some(fs), dir.path().join("mnt"))
+        } else {
+            (None, dir.path().to_path_buf())
+        };
         let nats_binary = find_nats_server().map_err(|e| e.to_string())?;
         let mut nats = Vec::new();
         if cluster {
@@ -85,7 +98,7 @@ impl Stack {
             }
         } else {
             let port = free_port().map_err(|e| e.to_string())?;
-            nats.push(NatsProcess::start_with(&nats_binary, &dir.path().join("nats"), port, options.clone()).map_err(|e| e.to_string())?);
+            nats.push(NatsProcess::start_with(&nats_binary, &store.join("nats"), port, options.clone()).map_err(|e| e.to_string())?);
         }
         let key = generate_key_base64().map_err(|e| e.to_string())?;
         let sink_secret = Secret::new(format!("whsec_{}", generate_key_base64().map_err(|e| e.to_string())?.expose()));
@@ -93,7 +106,28 @@ impl Stack {
             Some(b) => b.to_path_buf(),
             None => std::env::current_exe().map_err(|e| e.to_string())?,
         };
-        Ok(Stack { nats, key, sink_secret, exe, dir, roles: Vec::new() })
+        Ok(Stack { roles: Vec::new(), nats, power, key, sink_secret, exe, dir })
+    }
+
+    /// Cuts the power under the (single) nats-server: SIGKILL, then every write it did not fsync
+    /// is forgotten. Returns the bytes dropped.
+    pub fn cut_power(&mut self) -> Result<u64, String> {
+        let fs = self.power.take().ok_or("the stack was not started for a power cut")?;
+        for n in &mut self.nats {
+            n.kill();
+        }
+        Ok(fs.cut_power().dropped_bytes)
+    }
+
+    /// After a power cut: the filesystem comes back with what was synced, the server starts
+    /// again on the same port and store.
+    pub fn reboot(&mut self) -> Result<(), String> {
+        let fs = PowerCutFs::mount(&self.dir.path().join("disk"), &self.dir.path().join("mnt")).map_err(|e| format!("remount: {e}"))?;
+        self.power = Some(fs);
+        for n in &mut self.nats {
+            n.restart().map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 
     pub fn url(&self) -> String {

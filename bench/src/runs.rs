@@ -60,6 +60,9 @@ pub enum Fault {
     Target500,
     /// On a 3-node cluster with streams replicated three times, SIGKILL one node and restart it.
     ClusterNodeKill,
+    /// The nats-server's store on a filesystem that forgets unsynced writes: SIGKILL the server,
+    /// drop what it did not fsync (a power cut), then mount again and restart it (the reboot).
+    PowerCut,
 }
 
 impl std::str::FromStr for Fault {
@@ -71,8 +74,9 @@ impl std::str::FromStr for Fault {
             "forwarder-kill" => Ok(Fault::ForwarderKill),
             "target-500" => Ok(Fault::Target500),
             "cluster-node-kill" => Ok(Fault::ClusterNodeKill),
+            "power-cut" => Ok(Fault::PowerCut),
             other => Err(format!(
-                "unknown fault {other:?}: expected nats-kill, cluster-node-kill, normalizer-kill, forwarder-kill or target-500"
+                "unknown fault {other:?}: expected nats-kill, cluster-node-kill, power-cut, normalizer-kill, forwarder-kill or target-500"
             )),
         }
     }
@@ -106,7 +110,7 @@ pub async fn ingest(opts: &LoadOptions, url: Option<SocketAddr>) -> Result<LoadR
     let (_stack, target, public) = match url {
         Some(addr) => (None, addr, format!("http://{addr}")),
         None => {
-            let mut stack = Stack::start(opts.binary.as_deref(), false, opts.fsync)?;
+            let mut stack = Stack::start(opts.binary.as_deref(), false, opts.fsync, false)?;
             stack.write_channels(&templates).await?;
             let port = stack.spawn_ingest()?;
             wait_http_ok(&format!("http://127.0.0.1:{port}/readyz"), Duration::from_secs(30)).await?;
@@ -124,7 +128,7 @@ pub async fn ingest(opts: &LoadOptions, url: Option<SocketAddr>) -> Result<LoadR
 /// The baseline server with its own nats-server.
 pub async fn baseline(opts: &LoadOptions) -> Result<LoadResult, String> {
     let templates = workload::templates()?;
-    let mut stack = Stack::start(opts.binary.as_deref(), false, opts.fsync)?;
+    let mut stack = Stack::start(opts.binary.as_deref(), false, opts.fsync, false)?;
     stack.write_channels(&templates).await?;
     let port = stack.spawn_baseline()?;
     wait_http_ok(&format!("http://127.0.0.1:{port}/ready"), Duration::from_secs(30)).await?;
@@ -207,7 +211,8 @@ async fn dlq_event_ids(js: &async_nats::jetstream::Context) -> Result<HashSet<St
 /// Ingest, `normalizers` and `forwarders` processes and a sink, under load, with a fault.
 pub async fn e2e(opts: &LoadOptions, normalizers: usize, forwarders: usize, fault: Option<Fault>) -> Result<E2eReport, String> {
     let templates: Vec<Template> = workload::templates()?;
-    let mut stack = Stack::start(opts.binary.as_deref(), fault == Some(Fault::ClusterNodeKill), opts.fsync)?;
+    let mut stack =
+        Stack::start(opts.binary.as_deref(), fault == Some(Fault::ClusterNodeKill), opts.fsync, fault == Some(Fault::PowerCut))?;
     stack.write_channels(&templates).await?;
     let ingest_port = stack.spawn_ingest()?;
     let sink_port = stack.spawn_sink()?;
@@ -288,6 +293,23 @@ pub async fn e2e(opts: &LoadOptions, normalizers: usize, forwarders: usize, faul
                         None => "no such node".to_string(),
                     };
                     note(format!("nats-server node {} restarted at {:.1} s: {outcome}", node + 1, started.elapsed().as_secs_f64()));
+                }
+                Fault::PowerCut => {
+                    let cut = tokio::task::block_in_place(|| stack.lock().unwrap_or_else(|p| p.into_inner()).cut_power());
+                    match cut {
+                        Ok(bytes) => note(format!(
+                            "power cut at {:.1} s: nats-server SIGKILLed, {bytes} unsynced bytes of its store forgotten",
+                            started.elapsed().as_secs_f64()
+                        )),
+                        Err(e) => note(format!("power cut failed: {e}")),
+                    }
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    let rebooted = tokio::task::block_in_place(|| stack.lock().unwrap_or_else(|p| p.into_inner()).reboot());
+                    note(format!(
+                        "rebooted at {:.1} s: {}",
+                        started.elapsed().as_secs_f64(),
+                        rebooted.err().unwrap_or_else(|| "store mounted again, nats-server restarted".into())
+                    ));
                 }
                 Fault::NormalizerKill | Fault::ForwarderKill => {
                     let prefix = if fault == Fault::NormalizerKill { "normalizer" } else { "forwarder" };
