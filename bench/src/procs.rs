@@ -166,7 +166,8 @@ impl Stack {
         let mut cmd = Command::new(&self.exe);
         cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
         for (k, _) in std::env::vars() {
-            if k.starts_with("HOOKLINE_") && k != "HOOKLINE_NATS_SERVER" {
+            // The group commit's settings pass through, so that a bench can compare them.
+            if k.starts_with("HOOKLINE_") && k != "HOOKLINE_NATS_SERVER" && !k.starts_with("HOOKLINE_NATS__GROUP_COMMIT_") {
                 cmd.env_remove(k);
             }
         }

@@ -94,6 +94,9 @@ struct Pending {
 pub struct GroupCommit {
     queue: mpsc::UnboundedSender<Pending>,
     ack_timeout: Duration,
+    /// `max_batch` 1: no committer; each message published in its caller's task, as many at
+    /// once as there are callers (the fastest path when the server does not fsync each message).
+    direct: Option<jetstream::Context>,
 }
 
 impl GroupCommit {
@@ -101,8 +104,11 @@ impl GroupCommit {
     /// metrics (bounded: a constant).
     pub fn start(js: jetstream::Context, config: GroupCommitConfig, metrics: Arc<Metrics>, stream: &'static str) -> GroupCommit {
         let (queue, rx) = mpsc::unbounded_channel();
+        if config.max_batch <= 1 {
+            return GroupCommit { queue, ack_timeout: config.ack_timeout, direct: Some(js) };
+        }
         tokio::spawn(run(js, config, metrics, stream, rx));
-        GroupCommit { queue, ack_timeout: config.ack_timeout }
+        GroupCommit { queue, ack_timeout: config.ack_timeout, direct: None }
     }
 
     /// Publishes one message and waits until the batch holding it is acknowledged (or refused).
@@ -116,6 +122,9 @@ impl GroupCommit {
     pub async fn publish_all(&self, messages: Vec<Message>) -> Result<Vec<Stored>, CommitError> {
         if messages.is_empty() {
             return Ok(Vec::new());
+        }
+        if let Some(js) = &self.direct {
+            return publish_in_order(js, &messages, self.ack_timeout).await;
         }
         let chunks = messages.len().div_ceil(1000) as u32;
         let (answer, answered) = oneshot::channel();
