@@ -491,3 +491,21 @@ async fn a_declared_channel_does_not_overwrite_the_buckets_version() {
     assert_eq!(record.tenant_id, "tenant-from-api");
     ingest.stop().await;
 }
+
+#[tokio::test]
+async fn readyz_names_a_server_that_acknowledges_before_fsync() {
+    for (fsync, warned) in [(hookline_shared::servers::Fsync::Lazy, true), (hookline_shared::servers::Fsync::Always, false)] {
+        let nats = TestNats::start_with(fsync);
+        let monitor = nats.monitor_url();
+        let config = harness::config(&nats.url(), &[("HOOKLINE_INGEST__PUBLIC_URL", PUBLIC_URL), ("HOOKLINE_NATS__MONITOR_URL", &monitor)]);
+        let ingest = Ingest::start_with(nats, config).await;
+        let ready = ingest.http.get(format!("{}/readyz", ingest.base)).send().await.expect("answered");
+        assert_eq!(ready.status(), 200, "a lazy server still serves; the body says what a 200 means");
+        let body = ready.text().await.expect("body");
+        assert_eq!(body.contains("acknowledges before it fsyncs"), warned, "{fsync:?}: {body}");
+        if warned {
+            assert!(body.contains("sync_interval: always"), "{body}");
+        }
+        ingest.shutdown.cancel();
+    }
+}

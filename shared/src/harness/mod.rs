@@ -19,13 +19,25 @@ pub struct TestNats {
 }
 
 impl TestNats {
-    /// Starts a server; panics with the reason (this is test code).
+    /// Starts a server with nats-server's default fsync policy (fast; for tests that do not
+    /// claim durability); panics with the reason (this is test code).
     pub fn start() -> TestNats {
+        Self::start_with(crate::servers::Fsync::Lazy)
+    }
+
+    /// Starts a server with the fsync policy given.
+    pub fn start_with(fsync: crate::servers::Fsync) -> TestNats {
         let binary = find_nats_server().unwrap_or_else(|e| panic!("{e}"));
         let dir = tempfile::Builder::new().prefix("hookline-nats-").tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let port = free_port().unwrap_or_else(|e| panic!("free port: {e}"));
-        let process = NatsProcess::start(&binary, dir.path(), port).unwrap_or_else(|e| panic!("{e}"));
+        let options = crate::servers::StartOptions { fsync, ..Default::default() };
+        let process = NatsProcess::start_with(&binary, dir.path(), port, options).unwrap_or_else(|e| panic!("{e}"));
         TestNats { process, dir }
+    }
+
+    /// The server's monitoring endpoint, for `nats.monitor_url`.
+    pub fn monitor_url(&self) -> String {
+        self.process.monitor_url()
     }
 
     pub fn url(&self) -> String {
