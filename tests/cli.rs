@@ -236,6 +236,18 @@ async fn up_in_a_private_folder_accepts_a_webhook_serves_operator_commands_stops
         .expect("answered");
     assert_eq!(created.status(), 201);
 
+    // A second `up` in the same folder refuses to share its servers' data.
+    let out = hookline()
+        .current_dir(&clone)
+        .env("HOOKLINE_INGEST__LISTEN", "127.0.0.1:0")
+        .env("HOOKLINE_SINK__LISTEN", "127.0.0.1:0")
+        .env("HOOKLINE_SETUP_API__LISTEN", "127.0.0.1:0")
+        .arg("up")
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another hookline up"), "{}", String::from_utf8_lossy(&out.stderr));
+
     let children = children_of(up.child.id());
     assert!(children.len() >= 2, "up runs its nats-server and Postgres as children: {children:?}");
     let status = interrupt_and_wait(&mut up);

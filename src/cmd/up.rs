@@ -53,6 +53,13 @@ async fn start_and_run(mut config: Config, shutdown: CancellationToken) -> anyho
     std::fs::create_dir_all(&config.data_dir).with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
     // Absolute: the private Postgres runs with its own working directory.
     let data_dir = config.data_dir.canonicalize().with_context(|| format!("data_dir {}", config.data_dir.display()))?;
+    if let hookline_shared::runtime::Lookup::Found(other) = hookline_shared::runtime::lookup(&data_dir) {
+        anyhow::bail!(
+            "another hookline up (pid {}) serves {} already: stop it first, or run this one with another data_dir",
+            other.pid,
+            data_dir.display()
+        );
+    }
     // Durable: an acknowledgement (a 200, a 201) means the data is on disk. Cancelled by a signal
     // at any moment of the start.
     let options = StartOptions { fsync: Fsync::Always, cancel: shutdown.clone() };
