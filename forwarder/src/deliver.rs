@@ -1,5 +1,7 @@
-//! One delivery: POST the event to the target with Standard Webhooks headers and `traceparent`,
-//! over a pooled HTTP client with a per-request timeout.
+//! One delivery: POST the event to a destination's URL with Standard Webhooks headers (signed
+//! with every signing secret still valid: during a rotation both, space separated, as the spec
+//! allows), the destination's extra headers and `traceparent`, over a pooled HTTP client with a
+//! per-request timeout.
 
 use bytes::Bytes;
 use std::time::{Duration, Instant};
@@ -12,6 +14,9 @@ pub struct Deliverer {
     client: reqwest::Client,
     target: String,
     key: Option<Vec<u8>>,
+    /// The key before a rotation, and when it stops signing.
+    previous: Option<(Vec<u8>, time::OffsetDateTime)>,
+    headers: Vec<(reqwest::header::HeaderName, reqwest::header::HeaderValue)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -25,7 +30,37 @@ pub enum DelivererError {
 impl Deliverer {
     pub fn new(target: &str, signing_secret: Option<&Secret>, timeout: Duration, pool_size: usize) -> Result<Self, DelivererError> {
         let key = signing_secret.map(standard_webhooks::key_bytes).transpose()?;
-        let client = reqwest::Client::builder()
+        let client = Self::client(timeout, pool_size)?;
+        Ok(Deliverer { client, target: target.to_string(), key, previous: None, headers: Vec::new() })
+    }
+
+    /// The deliverer of one destination: its URL, secrets (the previous one while valid) and
+    /// extra headers.
+    pub fn for_destination(
+        destination: &hookline_shared::destination::Destination,
+        timeout: Duration,
+        pool_size: usize,
+    ) -> Result<Self, DelivererError> {
+        let key = destination.signing_secret.as_ref().map(standard_webhooks::key_bytes).transpose()?;
+        let previous = match &destination.previous_signing_secret {
+            Some((secret, until)) => Some((standard_webhooks::key_bytes(secret)?, *until)),
+            None => None,
+        };
+        let mut headers = Vec::with_capacity(destination.headers.len());
+        for (name, value) in &destination.headers {
+            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| DelivererError::Client(format!("header name {name:?} is not valid")))?;
+            let mut value = reqwest::header::HeaderValue::from_str(value.expose())
+                .map_err(|_| DelivererError::Client(format!("the value of header {name} is not valid")))?;
+            value.set_sensitive(true);
+            headers.push((name, value));
+        }
+        let client = Self::client(timeout, pool_size)?;
+        Ok(Deliverer { client, target: destination.url.clone(), key, previous, headers })
+    }
+
+    fn client(timeout: Duration, pool_size: usize) -> Result<reqwest::Client, DelivererError> {
+        reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .pool_max_idle_per_host(pool_size)
@@ -33,8 +68,7 @@ impl Deliverer {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("hookline/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| DelivererError::Client(e.to_string()))?;
-        Ok(Deliverer { client, target: target.to_string(), key })
+            .map_err(|e| DelivererError::Client(e.to_string()))
     }
 
     pub fn target(&self) -> &str {
@@ -52,8 +86,18 @@ impl Deliverer {
             .header(standard_webhooks::ID_HEADER, event_id)
             .header(standard_webhooks::TIMESTAMP_HEADER, timestamp.to_string())
             .header("traceparent", traceparent);
+        for (name, value) in &self.headers {
+            request = request.header(name.clone(), value.clone());
+        }
         if let Some(key) = &self.key {
-            request = request.header(standard_webhooks::SIGNATURE_HEADER, standard_webhooks::sign(key, event_id, timestamp, &body));
+            let mut signature = standard_webhooks::sign(key, event_id, timestamp, &body);
+            if let Some((previous, until)) = &self.previous {
+                if time::OffsetDateTime::now_utc() < *until {
+                    signature.push(' ');
+                    signature.push_str(&standard_webhooks::sign(previous, event_id, timestamp, &body));
+                }
+            }
+            request = request.header(standard_webhooks::SIGNATURE_HEADER, signature);
         }
         let outcome = match request.body(body).send().await {
             Ok(response) => {

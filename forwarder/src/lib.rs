@@ -3,6 +3,7 @@
 //! queue; and `sink`, a receiver for development, tests and benchmarks.
 
 pub mod deliver;
+pub mod destinations;
 pub mod limit;
 pub mod outcome;
 pub mod schedule;

@@ -1,8 +1,13 @@
-//! The forwarder worker: a durable pull consumer `forwarder` on `HOOKLINE_EVENTS` that any
-//! number of processes share. It fetches only as many events as it has room to deliver, POSTs
-//! each, and then acks (2xx), NAKs with the schedule's delay (408/429/5xx/timeouts: JetStream
-//! redelivers it later, to whichever process, surviving restarts), or dead-letters it (other 4xx,
-//! attempts or age exhausted) with the last status, reason and attempt count.
+//! The delivery worker of one destination: its durable pull consumer on `HOOKLINE_EVENTS`, which
+//! every forwarder process shares. It fetches only as many events as it has room (and rate) to
+//! deliver, POSTs each, and then acks (2xx), NAKs with the schedule's delay (408/429/5xx/timeouts:
+//! JetStream redelivers it later, to whichever process, surviving restarts), or dead-letters it
+//! (other 4xx, attempts or age exhausted) with the last status, reason, attempt count and the
+//! destination. An event its filter does not want is acked without a delivery (counted). While
+//! the destination is paused or its breaker is open, nothing is fetched: events wait in
+//! JetStream, using no attempt.
+//!
+//! `run` is the forwarder role: [`crate::destinations::run`].
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
 use async_nats::jetstream::{self, AckKind, Message};
@@ -15,14 +20,17 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use hookline_shared::config::{Config, ConfigError, ForwarderConfig};
+use hookline_shared::config::{Config, ConfigError};
+use hookline_shared::destination::{Destination, EffectiveSettings, DEFAULT_DESTINATION_ID};
 use hookline_shared::dlq::{self, DeadLetter};
-use hookline_shared::jetstream::{self as js_setup, NatsSetupError};
-use hookline_shared::metrics::{Metrics, OutcomeLabels};
+use hookline_shared::jetstream::NatsSetupError;
+use hookline_shared::metrics::{DestinationLabels, DestinationOutcomeLabels, Metrics, OutcomeLabels};
 use hookline_shared::names::{self, header};
-use hookline_shared::{ops_server, telemetry, timefmt};
+use hookline_shared::{telemetry, timefmt};
 
 use crate::deliver::{Deliverer, DelivererError};
+use crate::destinations::breaker::{Breaker, Gate};
+use crate::destinations::rate::RateLimiter;
 use crate::limit::AdaptiveLimit;
 use crate::outcome::DeliveryOutcome;
 use crate::schedule::{random_unit, RetrySchedule};
@@ -35,8 +43,20 @@ pub enum ForwarderError {
     Nats(#[from] NatsSetupError),
     #[error(transparent)]
     Deliverer(#[from] DelivererError),
-    #[error("cannot create the consumer forwarder: {0}")]
-    Consumer(String),
+    #[error("cannot create the consumer {consumer}: {message}")]
+    Consumer { consumer: String, message: String },
+    #[error("the destinations bucket: {0}")]
+    Bucket(String),
+}
+
+/// Runs the forwarder role until `shutdown`: see [`crate::destinations::run`].
+pub async fn run(
+    config: &Config,
+    metrics: Arc<Metrics>,
+    ops_listener: Option<TcpListener>,
+    shutdown: CancellationToken,
+) -> Result<(), ForwarderError> {
+    crate::destinations::run(config, metrics, ops_listener, shutdown).await
 }
 
 /// The parts of an event the forwarder needs (the body is sent as stored).
@@ -47,135 +67,182 @@ struct EventHead {
     received_at: String,
 }
 
-struct Worker {
-    js: jetstream::Context,
-    metrics: Arc<Metrics>,
-    deliverer: Deliverer,
-    schedule: RetrySchedule,
-    limit: Arc<AdaptiveLimit>,
-    config: ForwarderConfig,
+/// The durable consumer of destination `destination`: `forwarder` for `default` (the first
+/// stage's consumer, so that an upgrade keeps its pending events and scheduled retries), else
+/// `destination-<id>`.
+pub fn consumer_name(destination: &str) -> String {
+    if destination == DEFAULT_DESTINATION_ID {
+        names::FORWARDER_CONSUMER.to_string()
+    } else {
+        hookline_shared::destination::consumer_name(destination)
+    }
 }
 
-/// Runs until `shutdown`; then stops fetching and finishes (or leaves to redelivery) what it holds.
-pub async fn run(
-    config: &Config,
-    metrics: Arc<Metrics>,
-    ops_listener: Option<TcpListener>,
-    shutdown: CancellationToken,
-) -> Result<(), ForwarderError> {
-    let cfg = config.forwarder.clone();
-    let target = cfg
-        .target_url
-        .clone()
-        .ok_or_else(|| ConfigError::new("forwarder.target_url", "required: where events are delivered (or MESSAGING_SERVICE_URL)"))?;
-    if cfg.signing_secret.is_none() {
-        tracing::warn!("forwarder.signing_secret is not set: deliveries are not signed");
+/// Creates the destination's consumer, or brings its filter subjects in line. None when its
+/// filter leaves no subject: it receives nothing.
+pub async fn ensure_consumer(
+    js: &jetstream::Context,
+    destination: &Destination,
+    ack_wait: Duration,
+) -> Result<Option<PullConsumer>, ForwarderError> {
+    let name = consumer_name(&destination.id);
+    let subjects = destination.subjects();
+    if subjects.is_empty() {
+        return Ok(None);
     }
-    let deliverer = Deliverer::new(&target, cfg.signing_secret.as_ref(), Duration::from_millis(cfg.request_timeout_ms), cfg.max_in_flight)?;
-    let setup = async {
-        let client = js_setup::connect(&config.nats, "hookline-forwarder").await?;
-        let js = jetstream::new(client.clone());
-        js_setup::ensure_streams(&js, &config.streams).await?;
-        Ok::<_, ForwarderError>((client, js))
+    let err = |e: String| ForwarderError::Consumer { consumer: name.clone(), message: e };
+    let stream = js.get_stream(names::EVENTS_STREAM).await.map_err(|e| err(e.to_string()))?;
+    let (filter_subject, filter_subjects) = match subjects.as_slice() {
+        [one] => (one.clone(), Vec::new()),
+        _ => (String::new(), subjects.clone()),
     };
-    // A signal during start-up (NATS still unreachable, say) stops it at once.
-    let Some(setup) = shutdown.run_until_cancelled(setup).await else {
-        tracing::info!("forwarder stopped during start-up");
-        return Ok(());
-    };
-    let (client, js) = setup?;
-    let stream = js.get_stream(names::EVENTS_STREAM).await.map_err(|e| ForwarderError::Consumer(e.to_string()))?;
-    let consumer: PullConsumer = stream
+    let consumer = stream
         .create_consumer(pull::Config {
-            durable_name: Some(names::FORWARDER_CONSUMER.to_string()),
-            description: Some("hookline forwarder: events to the messaging service".to_string()),
+            durable_name: Some(name.clone()),
+            description: Some(format!("hookline forwarder: events to destination {}", destination.id)),
             ack_policy: AckPolicy::Explicit,
-            ack_wait: Duration::from_secs(cfg.ack_wait_s),
+            ack_wait,
+            // A new destination gets the events stored from its creation on; `default` keeps the
+            // first stage's consumer as it is (a deliver policy cannot change).
+            deliver_policy: if destination.id == DEFAULT_DESTINATION_ID {
+                jetstream::consumer::DeliverPolicy::All
+            } else {
+                jetstream::consumer::DeliverPolicy::New
+            },
             max_deliver: -1,
             // Events waiting for a retry stay pending: leave room for many.
             max_ack_pending: 100_000,
-            filter_subject: names::EVENTS_SUBJECTS.to_string(),
+            filter_subject,
+            filter_subjects,
             ..Default::default()
         })
         .await
-        .map_err(|e| ForwarderError::Consumer(e.to_string()))?;
-
-    if let Some(listener) = ops_listener {
-        let probe = client.clone();
-        let ready = Arc::new(move || probe.connection_state() == async_nats::connection::State::Connected);
-        let note = hookline_shared::durability::DurabilityNote::default();
-        hookline_shared::durability::check(config.nats.monitor_url.as_deref(), "forwarder", &note).await;
-        tokio::spawn(ops_server::serve(listener, metrics.clone(), ready, note, shutdown.clone()));
-    }
-    tokio::spawn(js_setup::report_lag(consumer.clone(), names::FORWARDER_CONSUMER, metrics.clone(), shutdown.clone()));
-
-    let worker = Arc::new(Worker {
-        js,
-        metrics,
-        deliverer,
-        schedule: RetrySchedule::new(&cfg.retry_schedule_s, cfg.retry_jitter),
-        limit: AdaptiveLimit::new(cfg.min_in_flight, cfg.max_in_flight),
-        config: cfg.clone(),
-    });
-    tracing::info!(target = %redact_target(&target), max_in_flight = cfg.max_in_flight, "forwarder running");
-    let mut tasks = JoinSet::new();
-    while !shutdown.is_cancelled() {
-        while tasks.try_join_next().is_some() {}
-        worker.metrics.forwarder_in_flight_limit.set(worker.limit.limit() as i64);
-        let room = worker.limit.limit().saturating_sub(worker.limit.in_flight()).min(cfg.batch_size);
-        if room == 0 {
-            // Wait for a delivery to finish.
-            let slot = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                slot = worker.limit.acquire() => slot,
-            };
-            drop(slot);
-            continue;
-        }
-        let batch = consumer.batch().max_messages(room).expires(Duration::from_secs(1)).messages().await;
-        let mut batch = match batch {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot fetch from HOOKLINE_EVENTS; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                }
-            }
-        };
-        loop {
-            let next = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                next = batch.next() => next,
-            };
-            match next {
-                Some(Ok(message)) => {
-                    let slot = worker.limit.acquire().await;
-                    let worker = worker.clone();
-                    tasks.spawn(async move {
-                        worker.handle(message).await;
-                        drop(slot);
-                    });
-                }
-                Some(Err(e)) => {
-                    tracing::debug!(error = %e, "fetch ended");
-                    break;
-                }
-                None => break,
-            }
-        }
-    }
-    tracing::info!(in_flight = tasks.len(), "forwarder stopping: finishing the deliveries in flight");
-    while tasks.join_next().await.is_some() {}
-    let _ = client.flush().await;
-    Ok(())
+        .map_err(|e| err(e.to_string()))?;
+    Ok(Some(consumer))
 }
 
-fn redact_target(url: &str) -> String {
-    hookline_shared::jetstream::redact_url(url.split('?').next().unwrap_or(url))
+/// Everything one destination's deliveries need.
+pub struct DestinationWorker {
+    pub js: jetstream::Context,
+    pub metrics: Arc<Metrics>,
+    pub destination: Destination,
+    pub settings: EffectiveSettings,
+    pub deliverer: Deliverer,
+    pub schedule: RetrySchedule,
+    pub limit: Arc<AdaptiveLimit>,
+    pub rate: Option<RateLimiter>,
+    pub breaker: Arc<Breaker>,
+    pub batch_size: usize,
+    label: DestinationLabels,
+    /// Whether events must be read to decide (a filter beyond subjects, or a tenant).
+    check_events: bool,
 }
 
-impl Worker {
+impl DestinationWorker {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        js: jetstream::Context,
+        metrics: Arc<Metrics>,
+        destination: Destination,
+        settings: EffectiveSettings,
+        retry_jitter: f64,
+        rate: Option<RateLimiter>,
+        breaker: Arc<Breaker>,
+        batch_size: usize,
+    ) -> Result<Self, ForwarderError> {
+        let deliverer = Deliverer::for_destination(&destination, settings.timeout(), settings.max_in_flight)?;
+        let check_events = !destination.filter.is_empty() || destination.tenant_id.is_some();
+        Ok(DestinationWorker {
+            js,
+            label: DestinationLabels { destination: destination.id.clone() },
+            schedule: RetrySchedule::new(&settings.retry_schedule_s, retry_jitter),
+            limit: AdaptiveLimit::new(settings.min_in_flight, settings.max_in_flight),
+            metrics,
+            deliverer,
+            rate,
+            breaker,
+            batch_size,
+            check_events,
+            destination,
+            settings,
+        })
+    }
+
+    /// Delivers until `stop`; then finishes (or leaves to redelivery) what it holds.
+    pub async fn run(self: Arc<Self>, consumer: PullConsumer, stop: CancellationToken) {
+        let id = self.destination.id.clone();
+        tracing::info!(destination = %id, url = %redact_target(self.deliverer.target()), max_in_flight = self.settings.max_in_flight,
+            rate_limit_per_s = ?self.settings.rate_limit_per_s, "destination running");
+        let mut tasks = JoinSet::new();
+        while !stop.is_cancelled() {
+            while tasks.try_join_next().is_some() {}
+            self.metrics.forwarder_in_flight_limit.set(self.limit.limit() as i64);
+            let mut room = self.limit.limit().saturating_sub(self.limit.in_flight()).min(self.batch_size);
+            match self.breaker.gate().await {
+                Gate::Open => {}
+                Gate::Closed => {
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
+                    }
+                }
+                // One probe: a single event, alone.
+                Gate::Probe => room = if self.limit.in_flight() == 0 { 1 } else { 0 },
+            }
+            if let Some(rate) = &self.rate {
+                // Never hold more than a couple of seconds' worth: what waits for its turn here
+                // must not outlive ack_wait.
+                room = room.min(rate.burst());
+            }
+            if room == 0 {
+                let slot = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    slot = self.limit.acquire() => slot,
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
+                };
+                drop(slot);
+                continue;
+            }
+            let batch = consumer.batch().max_messages(room).expires(Duration::from_secs(1)).messages().await;
+            let mut batch = match batch {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(destination = %id, error = %e, "cannot fetch from HOOKLINE_EVENTS; retrying");
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            };
+            loop {
+                let next = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    next = batch.next() => next,
+                };
+                match next {
+                    Some(Ok(message)) => {
+                        if let Some(rate) = &self.rate {
+                            rate.acquire().await;
+                        }
+                        let slot = self.limit.acquire().await;
+                        let worker = self.clone();
+                        tasks.spawn(async move {
+                            worker.handle(message).await;
+                            drop(slot);
+                        });
+                    }
+                    Some(Err(e)) => {
+                        tracing::debug!(destination = %id, error = %e, "fetch ended");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+        }
+        tracing::info!(destination = %id, in_flight = tasks.len(), "destination stopping: finishing the deliveries in flight");
+        while tasks.join_next().await.is_some() {}
+    }
+
     async fn handle(&self, message: Message) {
         let (seq, attempt) = match message.info() {
             Ok(info) => (info.stream_sequence, info.delivered.max(1) as usize),
@@ -192,12 +259,28 @@ impl Worker {
                 return;
             }
         };
-        let span = tracing::info_span!("forward", event_id = %head.id, tenant_id = %head.tenant_id, attempt);
+        // A replayed or re-driven event for one destination carries its id: the others skip it.
+        let for_other =
+            message.headers.as_ref().and_then(|h| h.get(header::DESTINATION)).is_some_and(|d| d.as_str() != self.destination.id);
+        if for_other || (self.check_events && !self.accepts(&message)) {
+            self.count("filtered");
+            self.finish(&message, AckKind::Ack).await;
+            return;
+        }
+        let span =
+            tracing::info_span!("forward", destination = %self.destination.id, event_id = %head.id, tenant_id = %head.tenant_id, attempt);
         let traceparent_in = message.headers.as_ref().and_then(|h| h.get(header::TRACEPARENT)).map(|v| v.as_str().to_string());
         telemetry::set_parent(&span, traceparent_in.as_deref());
         let traceparent = telemetry::traceparent(&span, traceparent_in.as_deref());
         let ack = self.deliver(&message, &head, seq, attempt, &traceparent).instrument(span.clone()).await;
         self.finish(&message, ack).instrument(span).await;
+    }
+
+    fn accepts(&self, message: &Message) -> bool {
+        match serde_json::from_slice::<serde_json::Value>(&message.payload) {
+            Ok(event) => self.destination.accepts(&event),
+            Err(_) => true,
+        }
     }
 
     async fn finish(&self, message: &Message, ack: AckKind) {
@@ -208,15 +291,17 @@ impl Worker {
 
     async fn deliver(&self, message: &Message, head: &EventHead, seq: u64, attempt: usize, traceparent: &str) -> AckKind {
         let too_old = timefmt::parse_rfc3339(&head.received_at)
-            .is_some_and(|t| (time::OffsetDateTime::now_utc() - t).whole_seconds() > self.config.max_age_s as i64);
+            .is_some_and(|t| (time::OffsetDateTime::now_utc() - t).whole_seconds() > self.settings.max_age_s as i64);
         if too_old && attempt > 1 {
-            return self.dead_letter(message, seq, attempt, &head.tenant_id, "age_exhausted", "older than forwarder.max_age_s", None).await;
+            return self.dead_letter(message, seq, attempt, &head.tenant_id, "age_exhausted", "older than max_age_s", None).await;
         }
         let (outcome, took) = self.deliverer.deliver(&head.id, message.payload.clone(), traceparent).await;
         self.metrics.delivery_duration.observe(took.as_secs_f64());
+        self.metrics.destination_delivery_duration.get_or_create(&self.label).observe(took.as_secs_f64());
         match outcome {
             DeliveryOutcome::Delivered(status) => {
                 self.limit.on_success();
+                self.breaker.on_success().await;
                 self.count("delivered");
                 self.metrics.delivery_attempts.observe(attempt as f64);
                 tracing::debug!(status, "delivered");
@@ -224,6 +309,7 @@ impl Worker {
             }
             DeliveryOutcome::Retryable { status, reason, retry_after } => {
                 self.limit.on_failure();
+                self.breaker.on_failure().await;
                 let last = outcome.last_status();
                 match self.schedule.delay_after(attempt, random_unit(), retry_after) {
                     Some(delay) => {
@@ -238,6 +324,8 @@ impl Worker {
                 }
             }
             DeliveryOutcome::Rejected(status) => {
+                // The target answered: it is up, whatever it thinks of this event.
+                self.breaker.on_success().await;
                 let last = status.to_string();
                 self.dead_letter(
                     message,
@@ -254,7 +342,13 @@ impl Worker {
     }
 
     fn count(&self, outcome: &'static str) {
-        self.metrics.deliveries.get_or_create(&OutcomeLabels { outcome }).inc();
+        if outcome != "filtered" {
+            self.metrics.deliveries.get_or_create(&OutcomeLabels { outcome }).inc();
+        }
+        self.metrics
+            .destination_deliveries
+            .get_or_create(&DestinationOutcomeLabels { destination: self.destination.id.clone(), outcome })
+            .inc();
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -280,6 +374,7 @@ impl Worker {
             body: message.payload.clone(),
             original_headers: message.headers.as_ref(),
             last_status,
+            destination: Some(&self.destination.id),
         };
         match dlq::publish(&self.js, &self.metrics, letter, Duration::from_secs(10)).await {
             Ok(()) => {
@@ -293,4 +388,8 @@ impl Worker {
             }
         }
     }
+}
+
+pub fn redact_target(url: &str) -> String {
+    hookline_shared::jetstream::redact_url(url.split('?').next().unwrap_or(url))
 }

@@ -243,7 +243,16 @@ async fn exhausted_attempts_dead_letter_with_the_last_status() {
 async fn a_failing_target_makes_the_in_flight_limit_drop_and_recover() {
     let (sink, url, _stop) = start_sink().await;
     sink.set_failure(FailurePlan { status: 500, ..Default::default() });
-    let running = Running::start(&url, &[("HOOKLINE_FORWARDER__MAX_IN_FLIGHT", "32"), ("HOOKLINE_FORWARDER__MIN_IN_FLIGHT", "2")]).await;
+    // The breaker would trip after 20 failures and stop fetching: this test is about the limit.
+    let running = Running::start(
+        &url,
+        &[
+            ("HOOKLINE_FORWARDER__MAX_IN_FLIGHT", "32"),
+            ("HOOKLINE_FORWARDER__MIN_IN_FLIGHT", "2"),
+            ("HOOKLINE_FORWARDER__BREAKER__FAILURES", "1000"),
+        ],
+    )
+    .await;
     for i in 0..40 {
         publish_event(&running.js, &format!("evt_lim_{i}")).await;
     }

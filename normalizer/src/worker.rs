@@ -238,6 +238,7 @@ impl Worker {
             who,
             body: message.payload.clone(),
             original_headers: message.headers.as_ref(),
+            destination: None,
             last_status: None,
         };
         match dlq::publish(&self.js, &self.metrics, letter, Duration::from_millis(self.config.publish_ack_timeout_ms)).await {

@@ -35,6 +35,10 @@ pub struct Config {
     pub streams: StreamsConfig,
     #[serde(default)]
     pub channels: Vec<ChannelDecl>,
+    /// `[[destinations]]`: written to the bucket `hookline_destinations` by the forwarder when
+    /// absent there (an API change wins), as channels are.
+    #[serde(default)]
+    pub destinations: Vec<crate::destination::DestinationDecl>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -114,6 +118,19 @@ pub struct ForwarderConfig {
     pub max_age_s: u64,
     pub ack_wait_s: u64,
     pub batch_size: usize,
+    pub breaker: BreakerConfig,
+}
+
+/// The circuit breaker of every destination.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerConfig {
+    /// Consecutive retryable failures that trip a destination.
+    pub failures: u32,
+    /// The first interval between probes while tripped; it doubles after each failed probe.
+    pub probe_s: u64,
+    /// The longest interval between probes.
+    pub max_probe_s: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -226,7 +243,7 @@ impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.key.is_empty() {
             write!(f, "configuration: {}", self.message)
-        } else if self.key.starts_with("channels") {
+        } else if self.key.starts_with("channels") || self.key.starts_with("destinations") {
             write!(f, "configuration key {}: {}", self.key, self.message)
         } else {
             write!(f, "configuration key {} ({}): {}", self.key, env_name(&self.key), self.message)
@@ -421,6 +438,32 @@ impl Config {
         }
         if !self.channels.is_empty() && self.secrets.key.is_none() {
             return Err(ConfigError::new("secrets.key", "channels are declared, so a key to encrypt their secrets is required"));
+        }
+        self.validate_destinations()
+    }
+
+    fn validate_destinations(&self) -> Result<(), ConfigError> {
+        let mut ids = HashSet::new();
+        for (i, d) in self.destinations.iter().enumerate() {
+            d.validate().map_err(|e| ConfigError::new(format!("destinations[{i}].{}", e.field), e.message.clone()))?;
+            if d.id == crate::destination::DEFAULT_DESTINATION_ID {
+                return Err(ConfigError::new(
+                    format!("destinations[{i}].id"),
+                    "\"default\" is the destination forwarder.target_url declares; give this one another id",
+                ));
+            }
+            if !ids.insert(d.id.as_str()) {
+                return Err(ConfigError::new(format!("destinations[{i}].id"), format!("{:?} is declared twice", d.id)));
+            }
+        }
+        if !self.destinations.is_empty() && self.secrets.key.is_none() {
+            return Err(ConfigError::new("secrets.key", "destinations are declared, so a key to encrypt their secrets is required"));
+        }
+        if self.forwarder.breaker.failures == 0 {
+            return Err(ConfigError::new("forwarder.breaker.failures", "must be greater than 0"));
+        }
+        if self.forwarder.breaker.probe_s == 0 || self.forwarder.breaker.max_probe_s < self.forwarder.breaker.probe_s {
+            return Err(ConfigError::new("forwarder.breaker.probe_s", "must be greater than 0 and at most forwarder.breaker.max_probe_s"));
         }
         Ok(())
     }

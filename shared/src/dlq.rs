@@ -33,6 +33,8 @@ pub struct DeadLetter<'a> {
     pub original_headers: Option<&'a HeaderMap>,
     /// The forward stage's last answer.
     pub last_status: Option<&'a str>,
+    /// The forward stage's destination (`Hookline-Destination`): a re-drive returns it there only.
+    pub destination: Option<&'a str>,
 }
 
 fn one_line(detail: &str) -> String {
@@ -62,7 +64,15 @@ pub async fn publish(js: &jetstream::Context, metrics: &Metrics, letter: DeadLet
             }
         }
     }
-    headers.insert(header::MSG_ID, format!("dlq-{}-{}-{}", letter.stage, letter.subject, letter.seq).as_str());
+    // Per destination: one event dead-lettered for two destinations is two dead letters.
+    let msg_id = match letter.destination {
+        Some(d) => format!("dlq-{}-{d}-{}-{}", letter.stage, letter.subject, letter.seq),
+        None => format!("dlq-{}-{}-{}", letter.stage, letter.subject, letter.seq),
+    };
+    headers.insert(header::MSG_ID, msg_id.as_str());
+    if let Some(d) = letter.destination {
+        headers.insert(header::DESTINATION, d);
+    }
     headers.insert(header::DLQ_STAGE, letter.stage);
     headers.insert(header::DLQ_REASON, letter.reason);
     headers.insert(header::DLQ_DETAIL, one_line(letter.detail).as_str());

@@ -4,9 +4,11 @@
 pub mod channel;
 pub mod config;
 pub mod crypto;
+pub mod destination;
 pub mod dlq;
 pub mod durability;
 pub mod event;
+pub mod filter;
 pub mod group_commit;
 pub mod jetstream;
 pub mod metrics;

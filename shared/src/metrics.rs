@@ -65,6 +65,27 @@ pub struct Metrics {
     pub group_commit_batch_messages: Family<StreamLabels, Histogram, HistogramFn>,
     pub group_commits: Family<GroupCommitLabels, Counter>,
     pub group_commit_duration: Histogram,
+    pub destination_deliveries: Family<DestinationOutcomeLabels, Counter>,
+    pub destination_delivery_duration: Family<DestinationLabels, Histogram, HistogramFn>,
+    pub destination_pending: Family<DestinationLabels, Gauge>,
+    pub destination_state: Family<DestinationLabels, Gauge>,
+}
+
+/// A destination's id: bounded by the destinations configured, never an event id.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DestinationLabels {
+    pub destination: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DestinationOutcomeLabels {
+    pub destination: String,
+    /// `delivered`, `retried`, `dead_lettered`, `filtered`
+    pub outcome: &'static str,
+}
+
+fn delivery_duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -168,6 +189,31 @@ impl Metrics {
             "Time from the first message of an atomic batch to its commit's acknowledgement",
             group_commit_duration.clone(),
         );
+        let destination_deliveries = Family::<DestinationOutcomeLabels, Counter>::default();
+        registry.register(
+            "destination_deliveries",
+            "Events handled per destination, by outcome (delivered, retried, dead_lettered, filtered: acked without a delivery)",
+            destination_deliveries.clone(),
+        );
+        let destination_delivery_duration =
+            Family::<DestinationLabels, Histogram, HistogramFn>::new_with_constructor(delivery_duration_histogram as HistogramFn);
+        registry.register(
+            "destination_delivery_duration_seconds",
+            "Time of one POST to a destination",
+            destination_delivery_duration.clone(),
+        );
+        let destination_pending = Family::<DestinationLabels, Gauge>::default();
+        registry.register(
+            "destination_pending_messages",
+            "Events not yet delivered to a destination's consumer (its lag), by destination",
+            destination_pending.clone(),
+        );
+        let destination_state = Family::<DestinationLabels, Gauge>::default();
+        registry.register(
+            "destination_state",
+            "A destination's state: 0 active, 1 paused, 2 tripped (circuit breaker open)",
+            destination_state.clone(),
+        );
         Arc::new(Metrics {
             registry,
             ingest_requests,
@@ -186,6 +232,10 @@ impl Metrics {
             group_commit_batch_messages,
             group_commits,
             group_commit_duration,
+            destination_deliveries,
+            destination_delivery_duration,
+            destination_pending,
+            destination_state,
         })
     }
 

@@ -16,6 +16,9 @@ pub const DLQ_SUBJECTS: &str = "hookline.dlq.>";
 /// The JetStream KV bucket that mirrors channel configurations for ingest.
 pub const CHANNELS_BUCKET: &str = "hookline_channels";
 
+/// The JetStream KV bucket that mirrors destinations for the forwarders.
+pub const DESTINATIONS_BUCKET: &str = "hookline_destinations";
+
 /// `hookline.raw.<source>.<channel_id>`
 pub fn raw_subject(source: Source, channel_id: &str) -> String {
     format!("hookline.raw.{}.{}", source.as_str(), channel_id)
@@ -57,6 +60,8 @@ pub mod header {
     pub const DLQ_DETAIL: &str = "Hookline-Dlq-Detail";
     /// The forward stage's last answer: an HTTP status, or `timeout` / `connect_error`.
     pub const DLQ_LAST_STATUS: &str = "Hookline-Dlq-Last-Status";
+    /// The destination a forward-stage dead letter (or a replayed event) is meant for.
+    pub const DESTINATION: &str = "Hookline-Destination";
 }
 
 /// Whether `s` can be one token of a NATS subject and a KV key: channel and tenant ids.

@@ -1,0 +1,124 @@
+//! Running destinations. Each destination is its own durable consumer on `HOOKLINE_EVENTS`,
+//! shared by every forwarder process, so a slow, failing or paused destination never delays
+//! another's deliveries. The destination `default` comes from `forwarder.target_url` (its
+//! consumer is the first stage's `forwarder`, so an upgrade keeps every pending event and
+//! scheduled retry); the others from the KV bucket `hookline_destinations`, written by the setup
+//! API or `[[destinations]]`, which [`registry`] watches: a destination created, changed, paused
+//! or deleted takes effect within a second, with no restart and without Postgres.
+
+pub mod breaker;
+pub mod rate;
+pub mod registry;
+
+use async_nats::jetstream::{self, kv, stream};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use hookline_shared::config::{Config, ConfigError};
+use hookline_shared::jetstream as js_setup;
+use hookline_shared::metrics::Metrics;
+use hookline_shared::names;
+use hookline_shared::ops_server;
+
+use crate::worker::ForwarderError;
+
+/// The buckets the forwarder keeps: destinations, their shared state, the live processes.
+pub struct Buckets {
+    pub destinations: kv::Store,
+    pub state: kv::Store,
+    pub processes: kv::Store,
+}
+
+async fn bucket(
+    js: &jetstream::Context,
+    name: &str,
+    description: &str,
+    history: i64,
+    max_age: Duration,
+    replicas: usize,
+) -> Result<kv::Store, ForwarderError> {
+    js.create_or_update_key_value(kv::Config {
+        bucket: name.to_string(),
+        description: description.to_string(),
+        history,
+        max_age,
+        storage: stream::StorageType::File,
+        num_replicas: replicas,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| ForwarderError::Bucket(format!("{name}: {e}")))
+}
+
+pub async fn buckets(js: &jetstream::Context, config: &Config) -> Result<Buckets, ForwarderError> {
+    let replicas = config.streams.channels.replicas;
+    Ok(Buckets {
+        destinations: bucket(js, names::DESTINATIONS_BUCKET, "hookline destinations (secrets sealed)", 5, Duration::ZERO, replicas).await?,
+        state: bucket(js, breaker::STATE_BUCKET, "hookline destinations' circuit breakers", 1, Duration::ZERO, replicas).await?,
+        processes: bucket(js, rate::PROCESSES_BUCKET, "live hookline forwarder processes", 1, Duration::from_secs(5), replicas).await?,
+    })
+}
+
+/// Runs the forwarder role until `shutdown`; then every destination finishes (or leaves to
+/// redelivery) what it holds.
+pub async fn run(
+    config: &Config,
+    metrics: Arc<Metrics>,
+    ops_listener: Option<TcpListener>,
+    shutdown: CancellationToken,
+) -> Result<(), ForwarderError> {
+    let cfg = &config.forwarder;
+    // Destinations in the bucket need the key that opens their secrets.
+    let keyring = match config.secrets.key {
+        Some(_) => Some(Arc::new(config.keyring()?)),
+        None => None,
+    };
+    if cfg.target_url.is_none() && keyring.is_none() {
+        return Err(ConfigError::new(
+            "forwarder.target_url",
+            "required: where events are delivered (or MESSAGING_SERVICE_URL), unless secrets.key is set to deliver to the destinations of the bucket hookline_destinations",
+        )
+        .into());
+    }
+    if cfg.target_url.is_some() && cfg.signing_secret.is_none() {
+        tracing::warn!("forwarder.signing_secret is not set: deliveries to the destination default are not signed");
+    }
+    if keyring.is_none() {
+        tracing::info!("secrets.key is not set: only the destination default (forwarder.target_url) is served");
+    }
+    let setup = async {
+        let client = js_setup::connect(&config.nats, "hookline-forwarder").await?;
+        let js = jetstream::new(client.clone());
+        js_setup::ensure_streams(&js, &config.streams).await?;
+        let buckets = buckets(&js, config).await?;
+        Ok::<_, ForwarderError>((client, js, buckets))
+    };
+    // A signal during start-up (NATS still unreachable, say) stops it at once.
+    let Some(setup) = shutdown.run_until_cancelled(setup).await else {
+        tracing::info!("forwarder stopped during start-up");
+        return Ok(());
+    };
+    let (client, js, buckets) = setup?;
+    if let Some(keyring) = &keyring {
+        registry::write_declared(&buckets.destinations, keyring, &config.destinations).await?;
+    }
+
+    if let Some(listener) = ops_listener {
+        let probe = client.clone();
+        let ready = Arc::new(move || probe.connection_state() == async_nats::connection::State::Connected);
+        let note = hookline_shared::durability::DurabilityNote::default();
+        hookline_shared::durability::check(config.nats.monitor_url.as_deref(), "forwarder", &note).await;
+        tokio::spawn(ops_server::serve(listener, metrics.clone(), ready, note, shutdown.clone()));
+    }
+    let processes = rate::Processes::default();
+    let instance = format!("{}-{}", std::process::id(), hookline_shared::servers::random_hex(6));
+    let heartbeat = tokio::spawn(processes.clone().run(buckets.processes.clone(), instance, shutdown.clone()));
+
+    let registry = registry::Registry::new(js, config.clone(), metrics, keyring, buckets, processes);
+    registry.run(shutdown).await;
+    let _ = heartbeat.await;
+    let _ = client.flush().await;
+    Ok(())
+}
