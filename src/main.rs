@@ -93,6 +93,9 @@ enum Command {
         /// At most this many messages a second.
         #[arg(long, value_name = "PER_SECOND")]
         rate: Option<u32>,
+        /// Events only: deliver them to this destination alone.
+        #[arg(long, value_name = "ID")]
+        destination: Option<String>,
     },
     /// Dead letters: list, show, redrive (put back where they failed) or purge.
     Dlq {
@@ -174,11 +177,21 @@ struct DlqFilterArgs {
     /// At most this many.
     #[arg(long)]
     limit: Option<u64>,
+    /// Forward-stage dead letters of this destination only.
+    #[arg(long, value_name = "ID")]
+    destination: Option<String>,
 }
 
 impl From<DlqFilterArgs> for hookline_operations::dlq::DlqFilter {
     fn from(a: DlqFilterArgs) -> Self {
-        hookline_operations::dlq::DlqFilter { selection: a.select.into(), stage: a.stage, reason: a.reason, seqs: a.seqs, limit: a.limit }
+        hookline_operations::dlq::DlqFilter {
+            selection: a.select.into(),
+            stage: a.stage,
+            reason: a.reason,
+            seqs: a.seqs,
+            limit: a.limit,
+            destination: a.destination,
+        }
     }
 }
 
@@ -351,13 +364,13 @@ fn main() -> ExitCode {
                 hookline_shared::runtime::fill_from_running_up(&mut config, operator_needs(false, true, true))?;
                 cmd::until_signal(&shutdown, cmd::setup_api::rotate_key(config)).await
             }
-            Command::Replay { stream, select, dry_run, rate } => {
+            Command::Replay { stream, select, dry_run, rate, destination } => {
                 hookline_shared::runtime::fill_from_running_up(&mut config, operator_needs(true, false, false))?;
                 let stream = match stream {
                     ReplayStreamArg::Raw => hookline_operations::replay::ReplayStream::Raw,
                     ReplayStreamArg::Events => hookline_operations::replay::ReplayStream::Events,
                 };
-                cmd::until_signal(&shutdown, cmd::replay::run(config, stream, select.into(), dry_run, rate)).await
+                cmd::until_signal(&shutdown, cmd::replay::run(config, stream, select.into(), dry_run, rate, destination)).await
             }
             Command::Bench { run } => {
                 let bench = async move {

@@ -7,22 +7,15 @@
 
 use async_nats::jetstream::{self, kv};
 use async_nats::HeaderMap;
-use base64::Engine;
-use bytes::Bytes;
-use hmac::{KeyInit, Mac};
-use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use hookline_shared::config::Config;
 use hookline_shared::crypto::Keyring;
 use hookline_shared::destination::{DestinationRecord, DestinationSpec};
+use hookline_shared::harness::target::{Received, Target};
 use hookline_shared::harness::{self, wait_for, TestNats};
 use hookline_shared::metrics::Metrics;
 use hookline_shared::names::{self, header};
@@ -31,97 +24,6 @@ use hookline_shared::Secret;
 const SECRET_A: &str = "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 const SECRET_B: &str = "whsec_ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=";
 const SECRET_C: &str = "whsec_YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXoxMjM0NTY=";
-
-/// One request a target received.
-#[derive(Clone, Debug)]
-struct Received {
-    event_id: String,
-    at: Instant,
-    /// Which of the target's secrets signed it (indexes into its secrets).
-    valid_signatures: Vec<usize>,
-    headers: Vec<(String, String)>,
-}
-
-/// A destination's receiving end: records every request, checks each signature against its
-/// secrets with HMAC-SHA256 written here (not the project's verifier), answers `status`.
-struct Target {
-    url: String,
-    secrets: Vec<Vec<u8>>,
-    received: Mutex<Vec<Received>>,
-    status: AtomicU16,
-}
-
-fn key(secret: &str) -> Vec<u8> {
-    base64::engine::general_purpose::STANDARD.decode(secret.trim_start_matches("whsec_")).expect("base64 secret")
-}
-
-impl Target {
-    async fn start(secrets: &[&str]) -> Arc<Target> {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let target = Arc::new(Target {
-            url: format!("http://{}/hook", listener.local_addr().expect("addr")),
-            secrets: secrets.iter().map(|s| key(s)).collect(),
-            received: Mutex::new(Vec::new()),
-            status: AtomicU16::new(200),
-        });
-        let t = target.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
-                let t = t.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        let t = t.clone();
-                        async move {
-                            let headers: Vec<(String, String)> =
-                                req.headers().iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())).collect();
-                            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                            t.record(headers, &body);
-                            let mut response = hyper::Response::new(Full::new(Bytes::new()));
-                            *response.status_mut() = hyper::StatusCode::from_u16(t.status.load(Ordering::Acquire)).unwrap_or_default();
-                            Ok::<_, std::convert::Infallible>(response)
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
-                });
-            }
-        });
-        target
-    }
-
-    fn record(&self, headers: Vec<(String, String)>, body: &[u8]) {
-        let get = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default();
-        let (id, ts, sigs) = (get("webhook-id"), get("webhook-timestamp"), get("webhook-signature"));
-        let signed = [id.as_bytes(), b".", ts.as_bytes(), b".", body].concat();
-        let valid_signatures = self
-            .secrets
-            .iter()
-            .enumerate()
-            .filter(|(_, k)| {
-                let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(k).expect("hmac key");
-                mac.update(&signed);
-                let expected = format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()));
-                sigs.split(' ').any(|s| s == expected)
-            })
-            .map(|(i, _)| i)
-            .collect();
-        let event_id =
-            serde_json::from_slice::<serde_json::Value>(body).ok().and_then(|v| v["id"].as_str().map(str::to_string)).unwrap_or_default();
-        self.received.lock().unwrap_or_else(|p| p.into_inner()).push(Received { event_id, at: Instant::now(), valid_signatures, headers });
-    }
-
-    fn received(&self) -> Vec<Received> {
-        self.received.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    fn ids(&self) -> BTreeSet<String> {
-        self.received().into_iter().map(|r| r.event_id).filter(|id| !id.is_empty()).collect()
-    }
-
-    fn set_status(&self, status: u16) {
-        self.status.store(status, Ordering::Release);
-    }
-}
 
 /// An event as the normalizer publishes it.
 fn event(id: &str, tenant: &str, source: &str, platform: &str, kind: &str, extra: serde_json::Value) -> (String, Vec<u8>) {

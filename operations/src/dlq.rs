@@ -24,6 +24,9 @@ pub struct DlqFilter {
     pub seqs: Vec<u64>,
     /// At most this many.
     pub limit: Option<u64>,
+    /// Forward-stage dead letters of this destination only.
+    #[serde(default)]
+    pub destination: Option<String>,
 }
 
 /// One dead letter as operators see it.
@@ -40,6 +43,9 @@ pub struct DeadLetterView {
     pub original_seq: String,
     pub channel: Option<String>,
     pub tenant: Option<String>,
+    /// The destination a forward-stage letter failed for (a re-drive returns it there only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub dead_lettered_at: time::OffsetDateTime,
     pub age_s: i64,
@@ -63,6 +69,7 @@ fn view(item: &Read) -> DeadLetterView {
         original_seq: text(h, header::DLQ_SEQ).unwrap_or_default(),
         channel: text(h, header::CHANNEL),
         tenant: text(h, header::TENANT),
+        destination: text(h, header::DESTINATION),
         dead_lettered_at: item.published,
         age_s: (time::OffsetDateTime::now_utc() - item.published).whole_seconds(),
         body_bytes: item.message.payload.len(),
@@ -79,6 +86,7 @@ fn matches(filter: &DlqFilter, v: &DeadLetterView) -> bool {
     (filter.seqs.is_empty() || filter.seqs.contains(&v.seq))
         && filter.reason.as_ref().is_none_or(|r| *r == v.reason)
         && filter.selection.channel.as_ref().is_none_or(|c| v.channel.as_ref() == Some(c))
+        && filter.destination.as_ref().is_none_or(|d| v.destination.as_ref() == Some(d))
 }
 
 fn validate(filter: &DlqFilter) -> Result<(), OpsError> {

@@ -36,6 +36,10 @@ pub struct ReplayOptions {
     pub dry_run: bool,
     /// At most this many messages a second.
     pub rate_per_s: Option<u32>,
+    /// Events only: deliver the replayed events to this destination alone (they carry
+    /// `Hookline-Destination`; every other destination acks them without a delivery).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -75,6 +79,14 @@ pub async fn replay(
     progress: &mut (dyn FnMut(u64) + Send),
 ) -> Result<ReplaySummary, OpsError> {
     options.selection.validate().map_err(OpsError::Invalid)?;
+    if let Some(d) = &options.destination {
+        if options.stream == ReplayStream::Raw {
+            return Err(OpsError::Invalid("destination: only a replay of events can target one destination".into()));
+        }
+        if !names::is_valid_id(d) {
+            return Err(OpsError::Invalid("destination: 1 to 64 of A-Z a-z 0-9 _ -".into()));
+        }
+    }
     let run = run_id();
     let mut summary = ReplaySummary { run_id: run.clone(), dry_run: options.dry_run, ..Default::default() };
     let mut pace = options.rate_per_s.filter(|r| *r > 0).map(|r| tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(r))));
@@ -94,7 +106,7 @@ pub async fn replay(
         summary.selected += 1;
         match options.stream {
             ReplayStream::Raw => replay_raw(js, &item, options.dry_run, &suffix, &mut summary).await?,
-            ReplayStream::Events => replay_event(js, &item, options.dry_run, &suffix, &mut summary).await?,
+            ReplayStream::Events => replay_event(js, &item, options, &suffix, &mut summary).await?,
         }
         progress(summary.selected);
     }
@@ -143,10 +155,11 @@ async fn replay_raw(
 async fn replay_event(
     js: &jetstream::Context,
     item: &Read,
-    dry_run: bool,
+    options: &ReplayOptions,
     suffix: &str,
     summary: &mut ReplaySummary,
 ) -> Result<(), OpsError> {
+    let dry_run = options.dry_run;
     let Ok(mut event) = serde_json::from_slice::<serde_json::Value>(&item.message.payload) else {
         summary.unparseable += 1;
         return Ok(());
@@ -166,7 +179,7 @@ async fn replay_event(
     if let Some(original) = item.message.headers.as_ref() {
         for (name, values) in original.iter() {
             let name: &str = name.as_ref();
-            if name.starts_with("Nats-") {
+            if name.starts_with("Nats-") || name.eq_ignore_ascii_case(header::DESTINATION) {
                 continue;
             }
             for v in values {
@@ -174,7 +187,13 @@ async fn replay_event(
             }
         }
     }
-    headers.insert(header::MSG_ID, format!("{id}:{suffix}").as_str());
+    match &options.destination {
+        Some(d) => {
+            headers.insert(header::DESTINATION, d.as_str());
+            headers.insert(header::MSG_ID, format!("{id}:{suffix}:{d}").as_str());
+        }
+        None => headers.insert(header::MSG_ID, format!("{id}:{suffix}").as_str()),
+    }
     let body = serde_json::to_vec(&event).map_err(|e| OpsError::Publish(e.to_string()))?;
     js.publish_with_headers(item.message.subject.clone(), headers, body.into())
         .await

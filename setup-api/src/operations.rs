@@ -25,7 +25,7 @@ fn ops_error(e: OpsError) -> ApiError {
     post,
     path = "/api/v1/replay",
     tag = "operations",
-    request_body(content = Object, description = "`{\"stream\": \"raw\"|\"events\", \"selection\": {\"from\", \"to\" (RFC 3339), \"from_seq\", \"to_seq\", \"channel\", \"tenant\", \"source\"}, \"dry_run\", \"rate_per_s\"}`"),
+    request_body(content = Object, description = "`{\"stream\": \"raw\"|\"events\", \"selection\": {\"from\", \"to\" (RFC 3339), \"from_seq\", \"to_seq\", \"channel\", \"tenant\", \"source\"}, \"dry_run\", \"rate_per_s\", \"destination\" (events only: deliver to that destination alone)}`"),
     responses(
         (status = 200, description = "`{run_id, dry_run, selected, events, unparseable}`", body = Object),
         (status = 400, description = "Not JSON", body = ErrorBody),
@@ -52,6 +52,7 @@ pub struct DlqQuery {
     from: Option<String>,
     to: Option<String>,
     limit: Option<u64>,
+    destination: Option<String>,
 }
 
 impl DlqQuery {
@@ -72,6 +73,7 @@ impl DlqQuery {
             reason: self.reason,
             seqs: Vec::new(),
             limit: Some(self.limit.unwrap_or(100).min(10_000)),
+            destination: self.destination,
         })
     }
 }
@@ -87,6 +89,7 @@ impl DlqQuery {
         ("from" = Option<String>, Query, description = "RFC 3339 or an age (15m, 2h, 7d)"),
         ("to" = Option<String>, Query, description = "RFC 3339 or an age"),
         ("limit" = Option<u64>, Query, description = "At most this many (default 100)"),
+        ("destination" = Option<String>, Query, description = "Forward-stage dead letters of this destination only"),
     ),
     responses((status = 200, description = "Dead letters: seq, stage, reason, detail, attempts, last_status, subject, age_s...", body = Object), (status = 401, body = ErrorBody))
 )]

@@ -8,11 +8,18 @@ use hookline_operations::replay::{replay, ReplayOptions, ReplayStream};
 use hookline_operations::selection::Selection;
 use hookline_shared::config::Config;
 
-pub async fn run(config: Config, stream: ReplayStream, selection: Selection, dry_run: bool, rate_per_s: Option<u32>) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    stream: ReplayStream,
+    selection: Selection,
+    dry_run: bool,
+    rate_per_s: Option<u32>,
+    destination: Option<String>,
+) -> anyhow::Result<()> {
     config.require_nats_url()?;
     let client = hookline_shared::jetstream::connect(&config.nats, "hookline-replay").await?;
     let js = async_nats::jetstream::new(client.clone());
-    let options = ReplayOptions { stream, selection, dry_run, rate_per_s };
+    let options = ReplayOptions { stream, selection, dry_run, rate_per_s, destination };
     let tty = std::io::stderr().is_terminal();
     let mut progress = |done: u64| {
         if tty && done % 100 == 0 {

@@ -3,6 +3,7 @@
 //! helpers every integration test uses. Enabled by the `harness` feature.
 
 pub mod powercut;
+pub mod target;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
