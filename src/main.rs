@@ -277,6 +277,10 @@ enum BenchCommand {
         /// nats-kill, cluster-node-kill, power-cut, normalizer-kill, forwarder-kill or target-500.
         #[arg(long)]
         fault: Option<hookline_bench::runs::Fault>,
+        /// Destinations, each receiving every event at a sink of its own (1: the destination
+        /// default; more: that many in the bucket hookline_destinations).
+        #[arg(long, default_value_t = 1)]
+        destinations: usize,
     },
     /// (internal) the baseline server.
     #[command(hide = true)]
@@ -377,8 +381,8 @@ fn main() -> ExitCode {
                     match run {
                         BenchCommand::Ingest { load, url } => cmd::bench::ingest(load.into(), url).await,
                         BenchCommand::Baseline { load } => cmd::bench::baseline(load.into()).await,
-                        BenchCommand::E2e { load, normalizers, forwarders, fault } => {
-                            cmd::bench::e2e(load.into(), normalizers, forwarders, fault).await
+                        BenchCommand::E2e { load, normalizers, forwarders, fault, destinations } => {
+                            cmd::bench::e2e(load.into(), normalizers, forwarders, fault, destinations).await
                         }
                         BenchCommand::ServeBaseline { nats, listen } => cmd::bench::serve_baseline(nats, listen).await,
                     }

@@ -199,20 +199,49 @@ impl Stack {
         Ok(())
     }
 
-    pub fn spawn_forwarder(&mut self, n: usize, target: &str) -> Result<(), String> {
+    /// A forwarder delivering to `target` (the destination `default`), or, with `None`, to the
+    /// destinations of the bucket only.
+    pub fn spawn_forwarder(&mut self, n: usize, target: Option<&str>) -> Result<(), String> {
         let port = free_port().map_err(|e| e.to_string())?;
-        self.spawn(
-            &format!("forwarder-{n}"),
-            &["forwarder"],
-            &[
-                ("HOOKLINE_FORWARDER__LISTEN", format!("127.0.0.1:{port}")),
-                ("HOOKLINE_FORWARDER__TARGET_URL", target.to_string()),
-                ("HOOKLINE_FORWARDER__SIGNING_SECRET", self.sink_secret.expose().to_string()),
-                ("HOOKLINE_FORWARDER__RETRY_SCHEDULE_S", "[1, 2, 4, 8, 15, 30, 60, 120]".to_string()),
-                ("HOOKLINE_FORWARDER__ACK_WAIT_S", "10".to_string()),
-            ],
-            port,
-        )?;
+        let mut env = vec![
+            ("HOOKLINE_FORWARDER__LISTEN", format!("127.0.0.1:{port}")),
+            ("HOOKLINE_FORWARDER__SIGNING_SECRET", self.sink_secret.expose().to_string()),
+            ("HOOKLINE_FORWARDER__RETRY_SCHEDULE_S", "[1, 2, 4, 8, 15, 30, 60, 120]".to_string()),
+            ("HOOKLINE_FORWARDER__ACK_WAIT_S", "10".to_string()),
+        ];
+        if let Some(target) = target {
+            env.push(("HOOKLINE_FORWARDER__TARGET_URL", target.to_string()));
+        }
+        self.spawn(&format!("forwarder-{n}"), &["forwarder"], &env, port)?;
+        Ok(())
+    }
+
+    /// Writes one destination per URL to the bucket (`d1`, `d2`, ...: every event, signed with
+    /// the sinks' secret).
+    pub async fn write_destinations(&self, urls: &[String]) -> Result<(), String> {
+        let config = self.config()?;
+        let addrs = hookline_shared::jetstream::server_addrs(&self.url())?;
+        let client = async_nats::connect(addrs).await.map_err(|e| e.to_string())?;
+        let js = async_nats::jetstream::new(client);
+        hookline_shared::jetstream::ensure_streams(&js, &config.streams).await.map_err(|e| e.to_string())?;
+        let store = js
+            .create_or_update_key_value(async_nats::jetstream::kv::Config {
+                bucket: hookline_shared::names::DESTINATIONS_BUCKET.to_string(),
+                history: 5,
+                num_replicas: config.streams.channels.replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        let keyring = config.keyring().map_err(|e| e.to_string())?;
+        for (i, url) in urls.iter().enumerate() {
+            let mut spec = hookline_shared::destination::DestinationSpec::new(url.clone(), self.sink_secret.clone());
+            spec.id = Some(format!("d{}", i + 1));
+            let record = hookline_shared::destination::DestinationRecord::seal(&spec, &keyring, time::OffsetDateTime::now_utc())
+                .map_err(|e| e.to_string())?;
+            let json = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
+            store.put(format!("d{}", i + 1), json.into()).await.map_err(|e| e.to_string())?;
+        }
         Ok(())
     }
 
@@ -220,7 +249,7 @@ impl Stack {
         let port = free_port().map_err(|e| e.to_string())?;
         let secret = self.sink_secret.expose().to_string();
         self.spawn(
-            "sink",
+            &format!("sink-{port}"),
             &["sink"],
             &[("HOOKLINE_SINK__LISTEN", format!("127.0.0.1:{port}")), ("HOOKLINE_SINK__SIGNING_SECRET", secret)],
             port,

@@ -56,10 +56,11 @@ impl IngestReport {
 pub fn print_e2e(r: &E2eReport) {
     let l = &r.ledger;
     println!(
-        "e2e{}: {} normalizer(s), {} forwarder(s); ingest {:.0} req/s (p99 {:.2} ms); delivered {:.0} events/s; ingest→sink latency p50 {:.1} ms, p99 {:.1} ms",
+        "e2e{}: {} normalizer(s), {} forwarder(s), {} destination(s); ingest {:.0} req/s (p99 {:.2} ms); delivered {:.0} events/s; ingest→sink latency p50 {:.1} ms, p99 {:.1} ms",
         r.fault.map(|f| format!(" with fault {}", serde_json::to_string(&f).unwrap_or_default().trim_matches('"'))).unwrap_or_default(),
         r.normalizers,
         r.forwarders,
+        r.destinations,
         r.load.requests_per_second,
         r.load.p99_ms,
         r.delivered_per_second,

@@ -167,6 +167,8 @@ pub struct E2eReport {
     pub fault: Option<Fault>,
     pub normalizers: usize,
     pub forwarders: usize,
+    /// Destinations, each receiving every event.
+    pub destinations: usize,
     pub load: LoadResult,
     pub ledger: Ledger,
     /// Events delivered per second, from the first request to the last delivery.
@@ -179,9 +181,34 @@ pub struct E2eReport {
     pub notes: Vec<String>,
 }
 
+/// The fewest unique events any of the sinks has: what every destination has received.
+async fn min_unique(ports: &[u16]) -> u64 {
+    let mut least = u64::MAX;
+    for port in ports {
+        least = least.min(sink_stats(*port).await.map_or(0, |s| s.unique));
+    }
+    if least == u64::MAX {
+        0
+    } else {
+        least
+    }
+}
+
 async fn sink_stats(port: u16) -> Option<SinkStatsView> {
     let (_, body) = http_get(&format!("http://127.0.0.1:{port}/_sink/stats")).await?;
     serde_json::from_slice(&body).ok()
+}
+
+/// What the destinations' consumers still hold.
+async fn forward_pending(js: &async_nats::jetstream::Context, destinations: usize) -> u64 {
+    if destinations == 1 {
+        return pending(js, names::EVENTS_STREAM, names::FORWARDER_CONSUMER).await;
+    }
+    let mut total = 0;
+    for i in 1..=destinations {
+        total += pending(js, names::EVENTS_STREAM, &hookline_shared::destination::consumer_name(&format!("d{i}"))).await;
+    }
+    total
 }
 
 async fn pending(js: &async_nats::jetstream::Context, stream: &str, consumer: &str) -> u64 {
@@ -209,22 +236,43 @@ async fn dlq_event_ids(js: &async_nats::jetstream::Context) -> Result<HashSet<St
 }
 
 /// Ingest, `normalizers` and `forwarders` processes and a sink, under load, with a fault.
-pub async fn e2e(opts: &LoadOptions, normalizers: usize, forwarders: usize, fault: Option<Fault>) -> Result<E2eReport, String> {
+/// `destinations`: 1, the destination `default` (`forwarder.target_url`); more, that many
+/// destinations in the bucket, each receiving every event at a sink of its own.
+pub async fn e2e(
+    opts: &LoadOptions,
+    normalizers: usize,
+    forwarders: usize,
+    fault: Option<Fault>,
+    destinations: usize,
+) -> Result<E2eReport, String> {
+    let destinations = destinations.max(1);
     let templates: Vec<Template> = workload::templates()?;
     let mut stack =
         Stack::start(opts.binary.as_deref(), fault == Some(Fault::ClusterNodeKill), opts.fsync, fault == Some(Fault::PowerCut))?;
     stack.write_channels(&templates).await?;
     let ingest_port = stack.spawn_ingest()?;
-    let sink_port = stack.spawn_sink()?;
+    let mut sink_ports = Vec::new();
+    for _ in 0..destinations {
+        sink_ports.push(stack.spawn_sink()?);
+    }
+    let sink_port = sink_ports[0];
     let target = format!("http://127.0.0.1:{sink_port}/events");
+    // One destination: `default`; more: the bucket's, and no default.
+    let default_target = if destinations == 1 { Some(target.clone()) } else { None };
+    if destinations > 1 {
+        let urls: Vec<String> = sink_ports.iter().map(|p| format!("http://127.0.0.1:{p}/events")).collect();
+        stack.write_destinations(&urls).await?;
+    }
     for n in 0..normalizers {
         stack.spawn_normalizer(n)?;
     }
     for n in 0..forwarders {
-        stack.spawn_forwarder(n, &target)?;
+        stack.spawn_forwarder(n, default_target.as_deref())?;
     }
     wait_http_ok(&format!("http://127.0.0.1:{ingest_port}/readyz"), Duration::from_secs(30)).await?;
-    wait_http_ok(&format!("http://127.0.0.1:{sink_port}/healthz"), Duration::from_secs(30)).await?;
+    for port in &sink_ports {
+        wait_http_ok(&format!("http://127.0.0.1:{port}/healthz"), Duration::from_secs(30)).await?;
+    }
     let client = async_nats::ConnectOptions::new()
         .max_reconnects(None)
         .connect(hookline_shared::jetstream::server_addrs(&stack.url())?)
@@ -242,13 +290,14 @@ pub async fn e2e(opts: &LoadOptions, normalizers: usize, forwarders: usize, faul
     // Sampler: consumer lag, deliveries and memory, twice a second.
     let sampler = {
         let (js, stack, stop, lag, rss) = (js.clone(), stack.clone(), stop.clone(), lag.clone(), rss.clone());
+        let sink_ports = sink_ports.clone();
         tokio::spawn(async move {
             while !stop.is_cancelled() {
                 let sample = LagSample {
                     second: started.elapsed().as_secs_f64(),
                     normalizer_pending: pending(&js, names::RAW_STREAM, names::NORMALIZER_CONSUMER).await,
-                    forwarder_pending: pending(&js, names::EVENTS_STREAM, names::FORWARDER_CONSUMER).await,
-                    delivered: sink_stats(sink_port).await.map_or(0, |s| s.unique),
+                    forwarder_pending: forward_pending(&js, destinations).await,
+                    delivered: min_unique(&sink_ports).await,
                 };
                 lag.lock().unwrap_or_else(|p| p.into_inner()).push(sample);
                 let roles: Vec<(String, u32)> =
@@ -271,7 +320,7 @@ pub async fn e2e(opts: &LoadOptions, normalizers: usize, forwarders: usize, faul
     let injector = {
         let (stack, stop, notes) = (stack.clone(), stop.clone(), notes.clone());
         let third = opts.duration / 3;
-        let target = target.clone();
+        let default_target = default_target.clone();
         tokio::spawn(async move {
             let note = |s: String| notes.lock().unwrap_or_else(|p| p.into_inner()).push(s);
             let Some(fault) = fault else { return };
@@ -322,7 +371,11 @@ pub async fn e2e(opts: &LoadOptions, normalizers: usize, forwarders: usize, faul
                                 s.kill_role(i);
                                 s.roles.remove(i);
                                 let n: usize = name.rsplit('-').next().and_then(|x| x.parse().ok()).unwrap_or(0);
-                                let restarted = if prefix == "normalizer" { s.spawn_normalizer(n) } else { s.spawn_forwarder(n, &target) };
+                                let restarted = if prefix == "normalizer" {
+                                    s.spawn_normalizer(n)
+                                } else {
+                                    s.spawn_forwarder(n, default_target.as_deref())
+                                };
                                 if let Err(e) = restarted {
                                     note(format!("cannot restart {name}: {e}"));
                                 }
@@ -358,7 +411,7 @@ pub async fn e2e(opts: &LoadOptions, normalizers: usize, forwarders: usize, faul
     let mut last_progress = (Instant::now(), 0u64);
     let mut last_delivery_at = started.elapsed();
     loop {
-        let delivered = sink_stats(sink_port).await.map_or(0, |s| s.unique);
+        let delivered = min_unique(&sink_ports).await;
         let dlq = dlq_event_ids(&js).await.map(|d| d.len() as u64).unwrap_or(0);
         if delivered > last_progress.1 {
             last_progress = (Instant::now(), delivered);
@@ -370,8 +423,7 @@ pub async fn e2e(opts: &LoadOptions, normalizers: usize, forwarders: usize, faul
         // Stalled: stop only when the consumers hold nothing more (a message whose ack was lost
         // comes back after its ack_wait), or after two minutes in all.
         if last_progress.0.elapsed() > Duration::from_secs(20) {
-            let held = pending(&js, names::RAW_STREAM, names::NORMALIZER_CONSUMER).await
-                + pending(&js, names::EVENTS_STREAM, names::FORWARDER_CONSUMER).await;
+            let held = pending(&js, names::RAW_STREAM, names::NORMALIZER_CONSUMER).await + forward_pending(&js, destinations).await;
             if held == 0 || last_progress.0.elapsed() > Duration::from_secs(120) {
                 break;
             }
@@ -381,10 +433,23 @@ pub async fn e2e(opts: &LoadOptions, normalizers: usize, forwarders: usize, faul
     stop.cancel();
     let _ = sampler.await;
 
-    let delivered_ids: HashSet<String> = match http_get(&format!("http://127.0.0.1:{sink_port}/_sink/ids")).await {
-        Some((200, body)) => serde_json::from_slice::<Vec<String>>(&body).unwrap_or_default().into_iter().collect(),
-        _ => HashSet::new(),
-    };
+    // Delivered: at every destination.
+    let mut delivered_ids: Option<HashSet<String>> = None;
+    for port in &sink_ports {
+        let ids: HashSet<String> = match http_get(&format!("http://127.0.0.1:{port}/_sink/ids")).await {
+            Some((200, body)) => serde_json::from_slice::<Vec<String>>(&body).unwrap_or_default().into_iter().collect(),
+            _ => HashSet::new(),
+        };
+        delivered_ids = Some(match delivered_ids {
+            Some(all) => all.intersection(&ids).cloned().collect(),
+            None => ids,
+        });
+    }
+    let delivered_ids = delivered_ids.unwrap_or_default();
+    let mut deliveries_total = 0u64;
+    for port in &sink_ports {
+        deliveries_total += sink_stats(*port).await.map_or(0, |s| s.unique);
+    }
     let dlq_ids = dlq_event_ids(&js).await?;
     let stats = sink_stats(sink_port).await.unwrap_or_default();
     let delivered = expected.iter().filter(|id| delivered_ids.contains(*id)).count() as u64;
@@ -404,7 +469,8 @@ pub async fn e2e(opts: &LoadOptions, normalizers: usize, forwarders: usize, faul
         fault,
         normalizers,
         forwarders,
-        delivered_per_second: delivered as f64 / span,
+        delivered_per_second: deliveries_total as f64 / span,
+        destinations,
         latency_p50_ms: stats.latency_ms.as_ref().map_or(0.0, |l| l.p50),
         latency_p99_ms: stats.latency_ms.as_ref().map_or(0.0, |l| l.p99),
         lag: std::mem::take(&mut *lag.lock().unwrap_or_else(|p| p.into_inner())),

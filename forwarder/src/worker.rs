@@ -102,12 +102,14 @@ pub async fn ensure_consumer(
             description: Some(format!("hookline forwarder: events to destination {}", destination.id)),
             ack_policy: AckPolicy::Explicit,
             ack_wait,
-            // A new destination gets the events stored from its creation on; `default` keeps the
-            // first stage's consumer as it is (a deliver policy cannot change).
-            deliver_policy: if destination.id == DEFAULT_DESTINATION_ID {
-                jetstream::consumer::DeliverPolicy::All
-            } else {
-                jetstream::consumer::DeliverPolicy::New
+            // A destination gets the events stored from its creation on, however late a forwarder
+            // first sets up its consumer; `default` keeps the first stage's consumer as it is (a
+            // deliver policy cannot change).
+            deliver_policy: match destination.created_at {
+                Some(start_time) if destination.id != DEFAULT_DESTINATION_ID => {
+                    jetstream::consumer::DeliverPolicy::ByStartTime { start_time }
+                }
+                _ => jetstream::consumer::DeliverPolicy::All,
             },
             max_deliver: -1,
             // Events waiting for a retry stay pending: leave room for many.

@@ -725,6 +725,7 @@ impl DestinationRecord {
             retry_schedule_s: self.retry_schedule_s.clone(),
             max_age_s: self.max_age_s,
             paused: self.paused,
+            created_at: Some(self.created_at),
         })
     }
 }
@@ -751,6 +752,9 @@ pub struct Destination {
     pub retry_schedule_s: Option<Vec<u64>>,
     pub max_age_s: Option<u64>,
     pub paused: bool,
+    /// When it was created (the bucket's record): it receives the events stored from then on,
+    /// whenever a forwarder first sets up its consumer. `None` for `default`.
+    pub created_at: Option<OffsetDateTime>,
 }
 
 impl Destination {
@@ -775,6 +779,7 @@ impl Destination {
             retry_schedule_s: None,
             max_age_s: None,
             paused: false,
+            created_at: None,
         }
     }
 

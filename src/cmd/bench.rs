@@ -96,12 +96,15 @@ pub async fn baseline(load: BenchLoad) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn e2e(load: BenchLoad, normalizers: usize, forwarders: usize, fault: Option<Fault>) -> anyhow::Result<()> {
+pub async fn e2e(load: BenchLoad, normalizers: usize, forwarders: usize, fault: Option<Fault>, destinations: usize) -> anyhow::Result<()> {
     let opts = load.options()?;
     if normalizers == 0 || forwarders == 0 || normalizers > 16 || forwarders > 16 {
         anyhow::bail!("--normalizers and --forwarders must be 1 to 16");
     }
-    let report = runs::e2e(&opts, normalizers, forwarders, fault).await.map_err(anyhow::Error::msg)?;
+    if destinations == 0 || destinations > 16 {
+        anyhow::bail!("--destinations must be 1 to 16");
+    }
+    let report = runs::e2e(&opts, normalizers, forwarders, fault, destinations).await.map_err(anyhow::Error::msg)?;
     if load.json {
         let mut value = serde_json::to_value(&report)?;
         if let Some(o) = value.as_object_mut() {
