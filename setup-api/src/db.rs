@@ -21,7 +21,10 @@ pub type Settings = serde_json::Map<String, serde_json::Value>;
 /// spaces; checksum: SHA-384 of the SQL). Listed by hand rather than by that macro, which pulls
 /// sqlx's macro crate and a second build of its TLS library into every build (about 45 s of a
 /// clean release build here); a test checks this list against the folder.
-pub const MIGRATIONS: &[(i64, &str, &str)] = &[(20250101000001, "channels", include_str!("../../migrations/20250101000001_channels.sql"))];
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (20250101000001, "channels", include_str!("../../migrations/20250101000001_channels.sql")),
+    (20261201000001, "destinations", include_str!("../../migrations/20261201000001_destinations.sql")),
+];
 
 /// The migrations, ready to run.
 pub static MIGRATOR: std::sync::LazyLock<sqlx::migrate::Migrator> = std::sync::LazyLock::new(|| {
@@ -180,6 +183,7 @@ pub fn classify(e: sqlx::Error) -> ApiError {
         if db.code().as_deref() == Some("23505") {
             return match db.constraint() {
                 Some("channels_pkey") => ApiError::conflict("id", "a channel with this id already exists"),
+                Some("destinations_pkey") => ApiError::conflict("id", "a destination with this id already exists"),
                 Some("channels_one_default_per_platform") => {
                     ApiError::conflict("default", "another channel is already the default for this platform")
                 }

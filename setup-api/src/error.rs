@@ -62,6 +62,10 @@ impl ApiError {
         Self::not_found(format!("no channel {id:?}"))
     }
 
+    pub fn destination_not_found(id: &str) -> Self {
+        Self::not_found(format!("no destination {id:?}"))
+    }
+
     pub fn method_not_allowed() -> Self {
         Self::client(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take this method", None)
     }
@@ -74,6 +78,11 @@ impl ApiError {
     /// 422: a field has a value the API does not accept.
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {
         Self::client(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message, Some(field.to_string()))
+    }
+
+    /// 422: the body as a whole is refused, no one field at fault.
+    pub fn invalid_body(message: impl Into<String>) -> Self {
+        Self::client(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message, None)
     }
 
     /// 422: a field the route does not take.
@@ -150,6 +159,8 @@ mod tests {
             (ApiError::bad_query("limit", "x"), 400, "invalid_query"),
             (ApiError::unauthorized(), 401, "unauthorized"),
             (ApiError::channel_not_found("c"), 404, "not_found"),
+            (ApiError::destination_not_found("d"), 404, "not_found"),
+            (ApiError::invalid_body("x"), 422, "invalid_field"),
             (ApiError::method_not_allowed(), 405, "method_not_allowed"),
             (ApiError::conflict("id", "x"), 409, "conflict"),
             (ApiError::invalid("tenant_id", "x"), 422, "invalid_field"),

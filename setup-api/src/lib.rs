@@ -1,11 +1,13 @@
-//! hookline setup API: channel configurations in Postgres with their secrets sealed
-//! (AES-256-GCM under `secrets.key`), every change mirrored through an outbox to the KV bucket
-//! `hookline_channels` that ingest watches, and helpers that point a platform at a new channel.
+//! hookline setup API: channel configurations and destinations in Postgres with their secrets
+//! sealed (AES-256-GCM under `secrets.key`), every change mirrored through an outbox to the KV
+//! buckets `hookline_channels` (that ingest watches) and `hookline_destinations` (that the
+//! forwarders watch), and helpers that point a platform at a new channel.
 //!
 //! `run` serves the API; `rotate_key` re-seals every secret under the current key.
 
 pub mod auth;
 pub mod db;
+pub mod destinations;
 pub mod error;
 pub mod ids;
 pub mod metrics;

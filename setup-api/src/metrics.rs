@@ -29,6 +29,12 @@ pub struct MirrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TestLabels {
+    /// `2xx`, `3xx`, `4xx`, `5xx`, or `timeout` / `connect_error` / `request_error`
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PlatformLabels {
     pub platform: &'static str,
     /// `ok`, `rejected` (4xx), `unavailable` (5xx, timeout, connection)
@@ -42,6 +48,10 @@ pub struct ApiMetrics {
     pub mirror_writes: Family<MirrorLabels, Counter>,
     pub outbox_pending: Gauge,
     pub mirror_live: Gauge,
+    pub destination_mirror_writes: Family<MirrorLabels, Counter>,
+    pub destination_outbox_pending: Gauge,
+    /// `/test` deliveries of a destination, by outcome.
+    pub destination_tests: Family<TestLabels, Counter>,
     pub platform_calls: Family<PlatformLabels, Counter>,
 }
 
@@ -70,9 +80,38 @@ impl ApiMetrics {
             "1 once the bucket was reconciled with Postgres and the outbox relay runs",
             mirror_live.clone(),
         );
+        let destination_mirror_writes = Family::<MirrorLabels, Counter>::default();
+        registry.register(
+            "destination_mirror_writes",
+            "Writes of destinations to the KV bucket hookline_destinations, by operation and outcome",
+            destination_mirror_writes.clone(),
+        );
+        let destination_outbox_pending = Gauge::default();
+        registry.register(
+            "destination_outbox_pending",
+            "Destination changes in Postgres not yet acknowledged by the KV bucket",
+            destination_outbox_pending.clone(),
+        );
+        let destination_tests = Family::<TestLabels, Counter>::default();
+        registry.register(
+            "destination_tests",
+            "Synthetic deliveries of POST /api/v1/destinations/{id}/test, by outcome",
+            destination_tests.clone(),
+        );
         let platform_calls = Family::<PlatformLabels, Counter>::default();
         registry.register("platform_calls", "Calls of the setup helpers to platform APIs, by platform and outcome", platform_calls.clone());
-        Arc::new(ApiMetrics { registry, requests, request_duration, mirror_writes, outbox_pending, mirror_live, platform_calls })
+        Arc::new(ApiMetrics {
+            registry,
+            requests,
+            request_duration,
+            mirror_writes,
+            outbox_pending,
+            mirror_live,
+            destination_mirror_writes,
+            destination_outbox_pending,
+            destination_tests,
+            platform_calls,
+        })
     }
 
     /// The shared families and these, as one OpenMetrics text.

@@ -1,17 +1,27 @@
-//! The mirror: Postgres is the truth, the KV bucket `hookline_channels` is what ingest reads.
+//! The mirror: Postgres is the truth, the KV buckets are what the workers read:
+//! `hookline_channels` (ingest) and `hookline_destinations` (the forwarders).
 //!
-//! Every change writes a row to `channel_outbox` in its own transaction. The relay publishes,
-//! in `seq` order, the current state of each channel named there (a put of its
-//! `ChannelRecord`, or a delete when the row is gone) and deletes the outbox rows once the
-//! bucket acknowledged the write. While NATS is away the rows wait and the relay retries, so an
-//! outage delays the mirror but loses nothing. At start the whole bucket is reconciled with
-//! Postgres (put what differs, delete what Postgres lacks). All writers of the bucket hold one
-//! Postgres advisory lock, so two setup-api processes never interleave their writes.
+//! Every change writes a row to its table's outbox (`channel_outbox`, `destination_outbox`) in
+//! its own transaction. The relay publishes, in `seq` order, the current state of each row named
+//! there (a put of its record, or a delete when the row is gone) and deletes the outbox rows
+//! once the bucket acknowledged the write. While NATS is away the rows wait and the relay
+//! retries, so an outage delays the mirror but loses nothing. At start each bucket is reconciled
+//! with Postgres (put what differs, delete what Postgres lacks). All writers of the buckets hold
+//! one Postgres advisory lock, so two setup-api processes never interleave their writes.
+//!
+//! What differs between the two tables is [`Mirrored`]: [`Channels`] here, and
+//! `crate::destinations::db::Destinations`.
 
 use async_nats::jetstream::kv;
 use futures_util::StreamExt;
-use sqlx::PgPool;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool};
 use std::collections::HashSet;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
@@ -21,10 +31,11 @@ use hookline_shared::channel::ChannelRecord;
 use hookline_shared::config::Config;
 use hookline_shared::jetstream;
 
-use crate::db::{self, ChannelRow};
+use crate::db;
+use crate::destinations::db::Destinations;
 use crate::metrics::{ApiMetrics, MirrorLabels};
 
-/// The advisory lock every writer of the bucket holds ("hookline" in ASCII).
+/// The advisory lock every writer of the buckets holds ("hookline" in ASCII).
 const MIRROR_LOCK: i64 = 0x686f_6f6b_6c69_6e65;
 /// Outbox rows handled per round.
 const BATCH: i64 = 256;
@@ -103,67 +114,139 @@ impl Mirror {
     }
 }
 
-fn count(metrics: &ApiMetrics, op: &'static str, outcome: &'static str) {
-    metrics.mirror_writes.get_or_create(&MirrorLabels { op, outcome }).inc();
+/// A row's current state as its bucket's record: `Err` (a message) when the row cannot become
+/// one (it is then skipped, logged, rather than block the outbox forever).
+pub(crate) type Current<R> = Result<R, String>;
+/// Every row by id, as [`Current`] records.
+pub(crate) type AllRows<R> = Vec<(String, Current<R>)>;
+
+/// One table mirrored to one bucket: its outbox, how a row becomes the bucket's record, and its
+/// metrics.
+pub(crate) trait Mirrored {
+    /// `channel` or `destination`, for logs.
+    const WHAT: &'static str;
+    /// `SELECT seq, <id> FROM <outbox> ORDER BY seq LIMIT $1`
+    const OUTBOX_BATCH: &'static str;
+    /// `DELETE FROM <outbox> WHERE seq = ANY($1)`
+    const OUTBOX_DELETE: &'static str;
+    /// `SELECT count(*) FROM <outbox>`
+    const OUTBOX_LEN: &'static str;
+    /// What the bucket holds, JSON.
+    type Record: Serialize + DeserializeOwned + PartialEq + Send;
+
+    /// The record of row `id` as it is now; `None` when the row is gone.
+    fn current(conn: &mut PgConnection, id: &str) -> impl Future<Output = Result<Option<Current<Self::Record>>, sqlx::Error>> + Send;
+    /// Every row, for the reconciliation.
+    fn all(conn: &mut PgConnection) -> impl Future<Output = Result<AllRows<Self::Record>, sqlx::Error>> + Send;
+    fn writes(metrics: &ApiMetrics) -> &Family<MirrorLabels, Counter>;
+    fn pending(metrics: &ApiMetrics) -> &Gauge;
 }
 
-/// Writes the channel's current state to the bucket: its record, or a delete when it is gone.
-async fn publish(store: &kv::Store, metrics: &ApiMetrics, id: &str, row: Option<&ChannelRow>) -> Result<(), MirrorError> {
-    match row {
-        Some(row) => {
-            let record = row.to_record().map_err(|_| MirrorError::Postgres(format!("channel {id}: unreadable row")))?;
-            let json = serde_json::to_vec(&record).map_err(|e| MirrorError::Postgres(format!("channel {id}: {e}")))?;
+/// Channels, mirrored to `hookline_channels`.
+pub(crate) struct Channels;
+
+impl Mirrored for Channels {
+    const WHAT: &'static str = "channel";
+    const OUTBOX_BATCH: &'static str = "SELECT seq, channel_id FROM channel_outbox ORDER BY seq LIMIT $1";
+    const OUTBOX_DELETE: &'static str = "DELETE FROM channel_outbox WHERE seq = ANY($1)";
+    const OUTBOX_LEN: &'static str = "SELECT count(*) FROM channel_outbox";
+    type Record = ChannelRecord;
+
+    async fn current(conn: &mut PgConnection, id: &str) -> Result<Option<Current<ChannelRecord>>, sqlx::Error> {
+        Ok(db::get(conn, id).await?.map(|row| row.to_record().map_err(|_| format!("channel {id}: unreadable row"))))
+    }
+
+    async fn all(conn: &mut PgConnection) -> Result<AllRows<ChannelRecord>, sqlx::Error> {
+        Ok(db::all(conn)
+            .await?
+            .into_iter()
+            .map(|row| {
+                let record = row.to_record().map_err(|_| format!("channel {}: unreadable row", row.id));
+                (row.id, record)
+            })
+            .collect())
+    }
+
+    fn writes(metrics: &ApiMetrics) -> &Family<MirrorLabels, Counter> {
+        &metrics.mirror_writes
+    }
+
+    fn pending(metrics: &ApiMetrics) -> &Gauge {
+        &metrics.outbox_pending
+    }
+}
+
+fn count<K: Mirrored>(metrics: &ApiMetrics, op: &'static str, outcome: &'static str) {
+    K::writes(metrics).get_or_create(&MirrorLabels { op, outcome }).inc();
+}
+
+/// Writes a row's current state to the bucket: its record, or a delete when it is gone.
+async fn publish<K: Mirrored>(
+    store: &kv::Store,
+    metrics: &ApiMetrics,
+    id: &str,
+    current: Option<Current<K::Record>>,
+) -> Result<(), MirrorError> {
+    match current {
+        Some(record) => {
+            let record = record.map_err(MirrorError::Postgres)?;
+            let json = serde_json::to_vec(&record).map_err(|e| MirrorError::Postgres(format!("{} {id}: {e}", K::WHAT)))?;
             let result = store.put(id, json.into()).await;
-            count(metrics, "put", if result.is_ok() { "ok" } else { "error" });
+            count::<K>(metrics, "put", if result.is_ok() { "ok" } else { "error" });
             result.map(|_| ()).map_err(|e| MirrorError::Bucket(format!("put {id}: {e}")))
         }
         None => {
             let result = store.delete(id).await;
-            count(metrics, "delete", if result.is_ok() { "ok" } else { "error" });
+            count::<K>(metrics, "delete", if result.is_ok() { "ok" } else { "error" });
             result.map_err(|e| MirrorError::Bucket(format!("delete {id}: {e}")))
         }
     }
 }
 
-/// One pass over the outbox: how many rows were relayed. Zero when another process holds the
-/// lock.
+/// One pass over the channel outbox: how many rows were relayed. Zero when another process
+/// holds the lock.
 pub async fn relay_round(pool: &PgPool, store: &kv::Store, metrics: &ApiMetrics) -> Result<usize, MirrorError> {
+    relay::<Channels>(pool, store, metrics).await
+}
+
+/// One pass over `K`'s outbox: how many rows were relayed. Zero when another process holds the
+/// lock.
+pub(crate) async fn relay<K: Mirrored>(pool: &PgPool, store: &kv::Store, metrics: &ApiMetrics) -> Result<usize, MirrorError> {
     let mut tx = pool.begin().await?;
     let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)").bind(MIRROR_LOCK).fetch_one(&mut *tx).await?;
     if !locked {
         tx.rollback().await?;
         return Ok(0);
     }
-    let rows: Vec<(i64, String)> =
-        sqlx::query_as("SELECT seq, channel_id FROM channel_outbox ORDER BY seq LIMIT $1").bind(BATCH).fetch_all(&mut *tx).await?;
-    // Each channel once, in the order of its last change in the batch, with all its rows.
-    let mut channels: Vec<(String, Vec<i64>)> = Vec::new();
+    let rows: Vec<(i64, String)> = sqlx::query_as(K::OUTBOX_BATCH).bind(BATCH).fetch_all(&mut *tx).await?;
+    // Each row once, in the order of its last change in the batch, with all its outbox rows.
+    let mut changed: Vec<(String, Vec<i64>)> = Vec::new();
     for (seq, id) in rows {
-        match channels.iter().position(|(c, _)| *c == id) {
+        match changed.iter().position(|(c, _)| *c == id) {
             Some(i) => {
-                let (c, mut seqs) = channels.remove(i);
+                let (c, mut seqs) = changed.remove(i);
                 seqs.push(seq);
-                channels.push((c, seqs));
+                changed.push((c, seqs));
             }
-            None => channels.push((id, vec![seq])),
+            None => changed.push((id, vec![seq])),
         }
     }
     let mut relayed = 0;
     let mut failure = None;
-    for (id, seqs) in channels {
-        let row = db::get(&mut tx, &id).await?;
-        match publish(store, metrics, &id, row.as_ref()).await {
+    for (id, seqs) in changed {
+        let current = K::current(&mut tx, &id).await?;
+        match publish::<K>(store, metrics, &id, current).await {
             Ok(()) => {}
             Err(MirrorError::Postgres(message)) => {
                 // A row that cannot become a record would block the outbox forever.
-                tracing::error!(channel_id = %id, error = %message, "channel cannot be mirrored; skipped");
+                tracing::error!(id = %id, what = K::WHAT, error = %message, "cannot be mirrored; skipped");
             }
             Err(e) => {
                 failure = Some(e);
                 break;
             }
         }
-        sqlx::query("DELETE FROM channel_outbox WHERE seq = ANY($1)").bind(&seqs).execute(&mut *tx).await?;
+        sqlx::query(K::OUTBOX_DELETE).bind(&seqs).execute(&mut *tx).await?;
         relayed += seqs.len();
     }
     tx.commit().await?;
@@ -181,8 +264,17 @@ pub struct Reconciled {
     pub unchanged: usize,
 }
 
-/// Makes the bucket hold exactly Postgres's channels.
+/// Makes the channels bucket hold exactly Postgres's channels.
 pub async fn reconcile(pool: &PgPool, store: &kv::Store, metrics: &ApiMetrics) -> Result<Reconciled, MirrorError> {
+    reconcile_table::<Channels>(pool, store, metrics).await
+}
+
+/// Makes `K`'s bucket hold exactly Postgres's rows.
+pub(crate) async fn reconcile_table<K: Mirrored>(
+    pool: &PgPool,
+    store: &kv::Store,
+    metrics: &ApiMetrics,
+) -> Result<Reconciled, MirrorError> {
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(MIRROR_LOCK).execute(&mut *tx).await?;
     let mut stale: HashSet<String> = HashSet::new();
@@ -191,46 +283,55 @@ pub async fn reconcile(pool: &PgPool, store: &kv::Store, metrics: &ApiMetrics) -
         stale.insert(key.map_err(|e| MirrorError::Bucket(format!("list keys: {e}")))?);
     }
     let mut done = Reconciled::default();
-    for row in db::all(&mut tx).await? {
-        stale.remove(&row.id);
-        let current = store.get(row.id.as_str()).await.map_err(|e| MirrorError::Bucket(format!("get {}: {e}", row.id)))?;
-        let same = match (&current, row.to_record()) {
-            (Some(bytes), Ok(record)) => serde_json::from_slice::<ChannelRecord>(bytes).ok() == Some(record),
+    for (id, record) in K::all(&mut tx).await? {
+        stale.remove(&id);
+        let bucket = store.get(id.as_str()).await.map_err(|e| MirrorError::Bucket(format!("get {id}: {e}")))?;
+        let same = match (&bucket, &record) {
+            (Some(bytes), Ok(record)) => serde_json::from_slice::<K::Record>(bytes).ok().as_ref() == Some(record),
             _ => false,
         };
         if same {
             done.unchanged += 1;
         } else {
-            match publish(store, metrics, &row.id, Some(&row)).await {
+            match publish::<K>(store, metrics, &id, Some(record)).await {
                 Ok(()) => done.put += 1,
                 Err(MirrorError::Postgres(message)) => {
-                    tracing::error!(channel_id = %row.id, error = %message, "channel cannot be mirrored; skipped")
+                    tracing::error!(id = %id, what = K::WHAT, error = %message, "cannot be mirrored; skipped")
                 }
                 Err(e) => return Err(e),
             }
         }
     }
     for id in stale {
-        publish(store, metrics, &id, None).await?;
+        publish::<K>(store, metrics, &id, None).await?;
         done.deleted += 1;
     }
     tx.commit().await?;
     Ok(done)
 }
 
-/// Connects to NATS and opens (or creates) the bucket, retrying until it works or `shutdown`.
-pub async fn open_bucket(config: &Config, shutdown: &CancellationToken) -> Option<kv::Store> {
+/// The buckets the mirror writes.
+#[derive(Clone)]
+pub struct Buckets {
+    pub channels: kv::Store,
+    pub destinations: kv::Store,
+}
+
+/// Connects to NATS and opens (or creates) the buckets, retrying until it works or `shutdown`.
+pub async fn open_buckets(config: &Config, shutdown: &CancellationToken) -> Option<Buckets> {
     loop {
         let attempt = async {
             let client = jetstream::connect(&config.nats, "hookline-setup-api").await?;
             let js = async_nats::jetstream::new(client);
-            jetstream::channels_bucket(&js, &config.streams).await
+            let channels = jetstream::channels_bucket(&js, &config.streams).await?;
+            let destinations = jetstream::destinations_bucket(&js, &config.streams).await?;
+            Ok::<_, jetstream::NatsSetupError>(Buckets { channels, destinations })
         };
         tokio::select! {
             _ = shutdown.cancelled() => return None,
             opened = attempt => match opened {
-                Ok(store) => return Some(store),
-                Err(e) => tracing::warn!(error = %e, "the mirror cannot open the channels bucket yet; retrying"),
+                Ok(buckets) => return Some(buckets),
+                Err(e) => tracing::warn!(error = %e, "the mirror cannot open its buckets yet; retrying"),
             },
         }
         tokio::select! {
@@ -240,47 +341,88 @@ pub async fn open_bucket(config: &Config, shutdown: &CancellationToken) -> Optio
     }
 }
 
+async fn outbox_len<K: Mirrored>(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(K::OUTBOX_LEN).fetch_one(pool).await
+}
+
 async fn refresh_pending(pool: &PgPool, metrics: &ApiMetrics) {
-    if let Ok(n) = db::outbox_len(pool).await {
-        metrics.outbox_pending.set(n);
+    if let Ok(n) = outbox_len::<Channels>(pool).await {
+        Channels::pending(metrics).set(n);
+    }
+    if let Ok(n) = outbox_len::<Destinations>(pool).await {
+        Destinations::pending(metrics).set(n);
     }
 }
 
-/// The mirror's task: open the bucket, reconcile it, then relay the outbox until `shutdown`,
-/// and relay what is left once more (briefly) before returning.
+/// One pass over both outboxes: how many rows were relayed, and the first failure. A failure of
+/// one bucket does not keep the other from being relayed.
+async fn relay_all(pool: &PgPool, buckets: &Buckets, metrics: &ApiMetrics) -> (usize, Option<MirrorError>) {
+    let mut relayed = 0;
+    let mut failure = None;
+    match relay::<Channels>(pool, &buckets.channels, metrics).await {
+        Ok(n) => relayed += n,
+        Err(e) => failure = Some(e),
+    }
+    match relay::<Destinations>(pool, &buckets.destinations, metrics).await {
+        Ok(n) => relayed += n,
+        Err(e) => failure = failure.or(Some(e)),
+    }
+    (relayed, failure)
+}
+
+/// The mirror's task: open the buckets, reconcile them, then relay the outboxes until
+/// `shutdown`, and relay what is left once more (briefly) before returning.
 pub async fn run(config: Config, pool: PgPool, mirror: Arc<Mirror>, shutdown: CancellationToken) {
     let metrics = mirror.metrics.clone();
-    let Some(store) = open_bucket(&config, &shutdown).await else {
+    let Some(buckets) = open_buckets(&config, &shutdown).await else {
         return;
     };
     let mut backoff = Duration::from_millis(200);
+    let (mut channels_done, mut destinations_done) = (false, false);
     loop {
-        match reconcile(&pool, &store, &metrics).await {
-            Ok(r) => {
-                tracing::info!(put = r.put, deleted = r.deleted, unchanged = r.unchanged, "channels bucket reconciled with Postgres");
-                mirror.set_live(true);
-                break;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?backoff, "cannot reconcile the channels bucket yet");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
+        if !channels_done {
+            match reconcile_table::<Channels>(&pool, &buckets.channels, &metrics).await {
+                Ok(r) => {
+                    tracing::info!(put = r.put, deleted = r.deleted, unchanged = r.unchanged, "channels bucket reconciled with Postgres");
+                    channels_done = true;
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                Err(e) => tracing::warn!(error = %e, retry_in = ?backoff, "cannot reconcile the channels bucket yet"),
             }
         }
+        if !destinations_done {
+            match reconcile_table::<Destinations>(&pool, &buckets.destinations, &metrics).await {
+                Ok(r) => {
+                    tracing::info!(
+                        put = r.put,
+                        deleted = r.deleted,
+                        unchanged = r.unchanged,
+                        "destinations bucket reconciled with Postgres"
+                    );
+                    destinations_done = true;
+                }
+                Err(e) => tracing::warn!(error = %e, retry_in = ?backoff, "cannot reconcile the destinations bucket yet"),
+            }
+        }
+        if channels_done && destinations_done {
+            mirror.set_live(true);
+            break;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
     backoff = Duration::from_millis(200);
     while !shutdown.is_cancelled() {
-        let outcome = relay_round(&pool, &store, &metrics).await;
+        let (n, failure) = relay_all(&pool, &buckets, &metrics).await;
         mirror.round_done();
         refresh_pending(&pool, &metrics).await;
-        match outcome {
-            Ok(n) => {
+        match failure {
+            None => {
                 backoff = Duration::from_millis(200);
                 if n > 0 {
-                    tracing::debug!(changes = n, "channel changes mirrored");
+                    tracing::debug!(changes = n, "changes mirrored");
                     continue;
                 }
                 tokio::select! {
@@ -289,8 +431,8 @@ pub async fn run(config: Config, pool: PgPool, mirror: Arc<Mirror>, shutdown: Ca
                     _ = tokio::time::sleep(POLL) => {}
                 }
             }
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?backoff, "cannot mirror channel changes yet; they wait in the outbox");
+            Some(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "cannot mirror changes yet; they wait in the outbox");
                 tokio::select! {
                     _ = shutdown.cancelled() => {}
                     _ = tokio::time::sleep(backoff) => {}
@@ -301,10 +443,10 @@ pub async fn run(config: Config, pool: PgPool, mirror: Arc<Mirror>, shutdown: Ca
     }
     mirror.set_live(false);
     // Relay what the last requests wrote, without holding the shutdown up for long.
-    match tokio::time::timeout(Duration::from_secs(3), relay_round(&pool, &store, &metrics)).await {
-        Ok(Ok(n)) if n > 0 => tracing::info!(changes = n, "channel changes mirrored at shutdown"),
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => {
+    match tokio::time::timeout(Duration::from_secs(3), relay_all(&pool, &buckets, &metrics)).await {
+        Ok((n, None)) if n > 0 => tracing::info!(changes = n, "changes mirrored at shutdown"),
+        Ok((_, None)) => {}
+        Ok((_, Some(e))) => {
             tracing::warn!(error = %e, "changes left in the outbox at shutdown; the next start relays them")
         }
         Err(_) => tracing::warn!("changes left in the outbox at shutdown; the next start relays them"),
@@ -312,13 +454,13 @@ pub async fn run(config: Config, pool: PgPool, mirror: Arc<Mirror>, shutdown: Ca
     mirror.round_done();
 }
 
-/// Relays the outbox until it is empty, an error, or `budget` runs out (for `rotate-key`,
+/// Relays the outboxes until they are empty, an error, or `budget` runs out (for `rotate-key`,
 /// which may run while no setup-api does). How many changes were relayed.
 pub async fn drain(config: &Config, pool: &PgPool, budget: Duration) -> Result<usize, MirrorError> {
     let metrics = ApiMetrics::new();
     let deadline = Instant::now() + budget;
     let never = CancellationToken::new();
-    let store = tokio::time::timeout(budget, open_bucket(config, &never))
+    let buckets = tokio::time::timeout(budget, open_buckets(config, &never))
         .await
         .ok()
         .flatten()
@@ -329,16 +471,16 @@ pub async fn drain(config: &Config, pool: &PgPool, budget: Duration) -> Result<u
         if remaining.is_zero() {
             return Ok(total);
         }
-        match tokio::time::timeout(remaining, relay_round(pool, &store, &metrics)).await {
-            Ok(Ok(0)) => {
-                if db::outbox_len(pool).await? == 0 {
+        match tokio::time::timeout(remaining, relay_all(pool, &buckets, &metrics)).await {
+            Ok((_, Some(e))) => return Err(e),
+            Ok((0, None)) => {
+                if outbox_len::<Channels>(pool).await? == 0 && outbox_len::<Destinations>(pool).await? == 0 {
                     return Ok(total);
                 }
                 // Another process holds the lock and relays.
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            Ok(Ok(n)) => total += n,
-            Ok(Err(e)) => return Err(e),
+            Ok((n, None)) => total += n,
             Err(_) => return Ok(total),
         }
     }

@@ -4,6 +4,13 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use crate::destinations::{
+    self,
+    model::{
+        ConnectionError, CreateDestination, DestinationPage, DestinationTestResult, DestinationView, RotateDestinationSecret,
+        UpdateDestination,
+    },
+};
 use crate::error::{ErrorBody, ErrorDetail};
 use crate::model::{ChannelPage, ChannelView, CreateChannel, RotateSecret, UpdateChannel};
 use crate::platforms::{self, meta, paste, telegram, twilio};
@@ -14,7 +21,7 @@ use crate::routes;
     info(
         title = "hookline setup API",
         version = "1",
-        description = "Channel configurations of hookline. Every route needs `Authorization: Bearer <token>`. \
+        description = "Channel configurations and destinations of hookline. Every route needs `Authorization: Bearer <token>`. \
                        Secrets are write-only: no answer holds one (but the paste answer of the tawkto and \
                        mercadopago helpers, which shows a generated secret once). Errors are \
                        `{\"error\": {\"code\", \"message\", \"field\"?}}`."
@@ -26,6 +33,15 @@ use crate::routes;
         routes::update_channel,
         routes::delete_channel,
         routes::rotate_secret,
+        destinations::create_destination,
+        destinations::list_destinations,
+        destinations::get_destination,
+        destinations::update_destination,
+        destinations::delete_destination,
+        destinations::rotate_destination_secret,
+        destinations::pause_destination,
+        destinations::resume_destination,
+        destinations::test_destination,
         platforms::setup_route,
         routes::openapi_json,
         crate::operations::replay_route,
@@ -40,6 +56,13 @@ use crate::routes;
         RotateSecret,
         ChannelView,
         ChannelPage,
+        CreateDestination,
+        UpdateDestination,
+        RotateDestinationSecret,
+        DestinationView,
+        DestinationPage,
+        DestinationTestResult,
+        ConnectionError,
         ErrorBody,
         ErrorDetail,
         platforms::SetupRequest,
@@ -55,6 +78,7 @@ use crate::routes;
     security(("bearer" = [])),
     tags(
         (name = "channels", description = "Channel configurations, mirrored to ingest within a second"),
+        (name = "destinations", description = "Where events are delivered, mirrored to the forwarders within a second"),
         (name = "integrations", description = "Create a channel and point a platform at it"),
         (name = "meta", description = "This document"),
         (name = "operations", description = "Replay and dead letters, as `hookline replay` and `hookline dlq`"),
@@ -83,6 +107,12 @@ mod tests {
             "/api/v1/channels",
             "/api/v1/channels/{id}",
             "/api/v1/channels/{id}/rotate-secret",
+            "/api/v1/destinations",
+            "/api/v1/destinations/{id}",
+            "/api/v1/destinations/{id}/rotate-secret",
+            "/api/v1/destinations/{id}/pause",
+            "/api/v1/destinations/{id}/resume",
+            "/api/v1/destinations/{id}/test",
             "/api/v1/integrations/{platform}/setup",
             "/api/v1/openapi.json",
         ] {
@@ -93,5 +123,14 @@ mod tests {
         assert!(view.get("verify_token").is_none());
         assert!(view.get("secret_set").is_some());
         assert_eq!(doc["components"]["schemas"]["CreateChannel"]["properties"]["secret"]["writeOnly"], true);
+        let destination = &doc["components"]["schemas"]["DestinationView"]["properties"];
+        for absent in ["signing_secret", "headers", "previous_signing_secret"] {
+            assert!(destination.get(absent).is_none(), "{absent}");
+        }
+        assert!(destination.get("signing_secret_set").is_some() && destination.get("header_names").is_some());
+        let create = &doc["components"]["schemas"]["CreateDestination"]["properties"];
+        assert_eq!(create["signing_secret"]["writeOnly"], true);
+        // utoipa marks a map's values (and names) write-only, not the map itself.
+        assert_eq!(create["headers"]["additionalProperties"]["writeOnly"], true, "{}", create["headers"]);
     }
 }

@@ -1,6 +1,7 @@
-//! `hookline secrets rotate-key`: seal every channel secret again under `secrets.key`.
+//! `hookline secrets rotate-key`: seal every channel and destination secret again under
+//! `secrets.key`.
 //!
-//! Rows sealed by an older key (`key_id` differs) are opened with `secrets.previous_keys`,
+//! Rows (of `channels`, then of `destinations`) sealed by an older key (`key_id` differs) are opened with `secrets.previous_keys`,
 //! sealed again and written back with an outbox entry, a batch per transaction, so the bucket
 //! follows. Order of an operator's rotation: give every process the new `secrets.key` with the
 //! old key in `secrets.previous_keys`, restart them, run this, and drop the old key once it
@@ -10,13 +11,15 @@ use std::time::Duration;
 
 use hookline_shared::config::Config;
 
+use crate::destinations::{db as destination_db, service as destination_service};
 use crate::{db, mirror, SetupApiError};
 
 const BATCH: i64 = 100;
 /// How long rotate-key spends relaying the outbox itself, for when no setup-api runs.
 const DRAIN_BUDGET: Duration = Duration::from_secs(30);
 
-/// Re-encrypts every row sealed by an older key under `secrets.key`; returns how many rows.
+/// Re-encrypts every row (channels and destinations) sealed by an older key under
+/// `secrets.key`; returns how many rows.
 pub async fn rotate_key(config: &Config) -> Result<u64, SetupApiError> {
     let keyring = config.keyring()?;
     let url = config
@@ -44,10 +47,28 @@ pub async fn rotate_key(config: &Config) -> Result<u64, SetupApiError> {
         tx.commit().await?;
     }
     tracing::info!(rows = total, key_id = keyring.current_id(), "channel secrets sealed under the current key");
+    let mut destinations = 0u64;
+    loop {
+        let mut tx = pool.begin().await?;
+        let rows = destination_db::sealed_by_other_keys(&mut tx, keyring.current_id(), BATCH).await?;
+        if rows.is_empty() {
+            tx.rollback().await?;
+            break;
+        }
+        for row in rows {
+            let resealed = destination_service::reseal(&keyring, &row).map_err(SetupApiError::Crypto)?;
+            destination_db::update(&mut tx, &resealed).await?;
+            destination_db::enqueue(&mut tx, &row.id).await?;
+            destinations += 1;
+        }
+        tx.commit().await?;
+    }
+    tracing::info!(rows = destinations, key_id = keyring.current_id(), "destination secrets sealed under the current key");
+    total += destinations;
     if total > 0 && config.nats.url.is_some() {
         match mirror::drain(config, &pool, DRAIN_BUDGET).await {
-            Ok(n) => tracing::info!(changes = n, "re-sealed channels mirrored to the bucket"),
-            Err(e) => tracing::warn!(error = %e, "the re-sealed channels wait in the outbox; a running setup-api mirrors them"),
+            Ok(n) => tracing::info!(changes = n, "re-sealed rows mirrored to the buckets"),
+            Err(e) => tracing::warn!(error = %e, "the re-sealed rows wait in the outbox; a running setup-api mirrors them"),
         }
     }
     pool.close().await;

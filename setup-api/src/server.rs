@@ -25,7 +25,7 @@ use crate::error::ApiError;
 use crate::metrics::{ApiMetrics, RequestLabels};
 use crate::mirror::{self, Mirror};
 use crate::platforms::PlatformClient;
-use crate::{db, routes, service, SetupApiError};
+use crate::{db, destinations, routes, service, SetupApiError};
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -47,6 +47,10 @@ pub struct AppState {
     pub shutting_down: AtomicBool,
     /// For replay and dead-letter routes; connects (and reconnects) in the background.
     pub jetstream: async_nats::jetstream::Context,
+    /// The breaker state the forwarders publish, read for destination answers.
+    pub destination_states: destinations::state::StateReader,
+    /// Delivers the synthetic event of `POST /api/v1/destinations/{id}/test`.
+    pub prober: destinations::probe::Prober,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -56,6 +60,15 @@ pub fn router(state: SharedState) -> Router {
         .route("/channels", post(routes::create_channel).get(routes::list_channels))
         .route("/channels/{id}", get(routes::get_channel).patch(routes::update_channel).delete(routes::delete_channel))
         .route("/channels/{id}/rotate-secret", post(routes::rotate_secret))
+        .route("/destinations", post(destinations::create_destination).get(destinations::list_destinations))
+        .route(
+            "/destinations/{id}",
+            get(destinations::get_destination).patch(destinations::update_destination).delete(destinations::delete_destination),
+        )
+        .route("/destinations/{id}/rotate-secret", post(destinations::rotate_destination_secret))
+        .route("/destinations/{id}/pause", post(destinations::pause_destination))
+        .route("/destinations/{id}/resume", post(destinations::resume_destination))
+        .route("/destinations/{id}/test", post(destinations::test_destination))
         .route("/integrations/{platform}/setup", post(crate::platforms::setup_route))
         .route("/openapi.json", get(routes::openapi_json))
         .route("/replay", post(crate::operations::replay_route))
@@ -163,22 +176,29 @@ pub async fn run(
         let pool = db::connect(url, config.database.max_connections).await.map_err(|e| SetupApiError::Connect(db::describe(&e)))?;
         db::MIGRATOR.run(&pool).await.map_err(|e| SetupApiError::Migrate(e.to_string()))?;
         let imported = service::import_declared(&pool, &keyring, &config.channels).await?;
-        Ok::<_, SetupApiError>((pool, imported))
+        let imported_destinations = destinations::service::import_declared(&pool, &keyring, &config.destinations).await?;
+        Ok::<_, SetupApiError>((pool, imported, imported_destinations))
     };
     // A signal during start-up (Postgres still unreachable, say) stops it at once.
     let Some(setup) = shutdown.run_until_cancelled(setup).await else {
         tracing::info!("setup-api stopped during start-up");
         return Ok(());
     };
-    let (pool, imported) = setup?;
+    let (pool, imported, imported_destinations) = setup?;
     if imported > 0 {
         tracing::info!(imported, "channels declared in the configuration imported");
+    }
+    if imported_destinations > 0 {
+        tracing::info!(imported = imported_destinations, "destinations declared in the configuration imported");
     }
 
     let metrics = ApiMetrics::new();
     let mirror = Mirror::new(metrics.clone());
     let mirror_shutdown = CancellationToken::new();
     let mirror_task = tokio::spawn(mirror::run(config.clone(), pool.clone(), mirror.clone(), mirror_shutdown.clone()));
+    let jetstream = operations_jetstream(config).await?;
+    let prober = destinations::probe::Prober::new(config.forwarder.request_timeout_ms)
+        .map_err(|e| SetupApiError::HttpClient(format!("destination tests: {e}")))?;
     let state = Arc::new(AppState {
         pool: pool.clone(),
         keyring,
@@ -189,7 +209,9 @@ pub async fn run(
         shared_metrics,
         metrics,
         shutting_down: AtomicBool::new(false),
-        jetstream: operations_jetstream(config).await?,
+        destination_states: destinations::state::StateReader::new(jetstream.clone()),
+        prober,
+        jetstream,
     });
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "setup-api listening");

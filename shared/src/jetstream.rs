@@ -147,6 +147,26 @@ pub async fn channels_bucket(js: &jetstream::Context, config: &StreamsConfig) ->
         .map_err(|e| NatsSetupError::Bucket { bucket: names::CHANNELS_BUCKET, message: e.to_string() })
 }
 
+/// The bucket `hookline_destinations`, created when missing: as the channels bucket (history 5,
+/// file storage, `streams.channels.replicas`: there is no key of its own).
+pub async fn destinations_bucket(js: &jetstream::Context, config: &StreamsConfig) -> Result<kv::Store, NatsSetupError> {
+    let bucket = || {
+        js.create_or_update_key_value(kv::Config {
+            bucket: names::DESTINATIONS_BUCKET.to_string(),
+            description: "hookline destinations (secrets sealed)".to_string(),
+            history: 5,
+            storage: stream::StorageType::File,
+            num_replicas: config.channels.replicas,
+            ..Default::default()
+        })
+    };
+    bucket
+        .retry(setup_retry())
+        .notify(|e, delay| tracing::warn!(error = %e, retry_in = ?delay, "cannot set up the destinations bucket yet"))
+        .await
+        .map_err(|e| NatsSetupError::Bucket { bucket: names::DESTINATIONS_BUCKET, message: e.to_string() })
+}
+
 /// Sets `hookline_consumer_pending_messages{consumer}` (the consumer's lag: messages not yet
 /// delivered to it) every five seconds until `shutdown`.
 pub async fn report_lag(

@@ -18,6 +18,8 @@ pub const CHANNELS_BUCKET: &str = "hookline_channels";
 
 /// The JetStream KV bucket that mirrors destinations for the forwarders.
 pub const DESTINATIONS_BUCKET: &str = "hookline_destinations";
+/// Destinations' shared circuit-breaker state, keyed by destination id (absent: active).
+pub const DESTINATION_STATE_BUCKET: &str = "hookline_destination_state";
 
 /// `hookline.raw.<source>.<channel_id>`
 pub fn raw_subject(source: Source, channel_id: &str) -> String {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use hookline_shared::metrics::{DestinationLabels, Metrics};
 
 /// The bucket of destinations' shared state.
-pub const STATE_BUCKET: &str = "hookline_destination_state";
+pub const STATE_BUCKET: &str = hookline_shared::names::DESTINATION_STATE_BUCKET;
 
 /// What the bucket holds for a tripped destination.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

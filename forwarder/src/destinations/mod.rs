@@ -19,7 +19,6 @@ use tokio_util::sync::CancellationToken;
 use hookline_shared::config::{Config, ConfigError};
 use hookline_shared::jetstream as js_setup;
 use hookline_shared::metrics::Metrics;
-use hookline_shared::names;
 use hookline_shared::ops_server;
 
 use crate::worker::ForwarderError;
@@ -55,7 +54,7 @@ async fn bucket(
 pub async fn buckets(js: &jetstream::Context, config: &Config) -> Result<Buckets, ForwarderError> {
     let replicas = config.streams.channels.replicas;
     Ok(Buckets {
-        destinations: bucket(js, names::DESTINATIONS_BUCKET, "hookline destinations (secrets sealed)", 5, Duration::ZERO, replicas).await?,
+        destinations: js_setup::destinations_bucket(js, &config.streams).await?,
         state: bucket(js, breaker::STATE_BUCKET, "hookline destinations' circuit breakers", 1, Duration::ZERO, replicas).await?,
         processes: bucket(js, rate::PROCESSES_BUCKET, "live hookline forwarder processes", 1, Duration::from_secs(5), replicas).await?,
     })

@@ -232,6 +232,15 @@ impl Stack {
         .await
     }
 
+    pub async fn destinations_bucket(&self) -> async_nats::jetstream::kv::Store {
+        let js = self.nats.jetstream().await;
+        wait_for("the destinations bucket", Duration::from_secs(10), || {
+            let js = js.clone();
+            async move { js.get_key_value(hookline_shared::names::DESTINATIONS_BUCKET).await.ok() }
+        })
+        .await
+    }
+
     pub fn ingest_base(&self) -> &str {
         &self.ingest.as_ref().expect("ingest runs").base
     }
@@ -345,6 +354,13 @@ impl Api {
 
     pub async fn delete(&self, path: &str) -> Answer {
         self.send(Method::DELETE, path, None, Some(TOKEN)).await
+    }
+
+    /// Creates a destination and returns its JSON; panics unless 201.
+    pub async fn create_destination(&self, body: &Value) -> Value {
+        let answer = self.post("/api/v1/destinations", body).await;
+        assert_eq!(answer.status, 201, "{}", answer.text);
+        answer.json()
     }
 
     /// Creates a channel and returns its JSON; panics unless 201.
