@@ -79,6 +79,14 @@ pub fn print_e2e(r: &E2eReport) {
         "  peak consumer lag {peak_lag}; peak memory (MiB): {:?}",
         r.rss_mib.iter().map(|(k, v)| format!("{k} {v:.0}")).collect::<Vec<_>>()
     );
+    if r.per_destination.len() > 1 {
+        for d in &r.per_destination {
+            println!(
+                "  destination {}: {} events, latency p50 {:.1} ms, p99 {:.1} ms",
+                d.destination, d.delivered, d.latency_p50_ms, d.latency_p99_ms
+            );
+        }
+    }
     for note in &r.notes {
         println!("  {note}");
     }

@@ -169,6 +169,8 @@ pub struct E2eReport {
     pub forwarders: usize,
     /// Destinations, each receiving every event.
     pub destinations: usize,
+    /// Per destination: events received and the ingest→sink latency there.
+    pub per_destination: Vec<DestinationFigures>,
     pub load: LoadResult,
     pub ledger: Ledger,
     /// Events delivered per second, from the first request to the last delivery.
@@ -179,6 +181,14 @@ pub struct E2eReport {
     /// Peak resident memory per role, MiB.
     pub rss_mib: BTreeMap<String, f64>,
     pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DestinationFigures {
+    pub destination: String,
+    pub delivered: u64,
+    pub latency_p50_ms: f64,
+    pub latency_p99_ms: f64,
 }
 
 /// The fewest unique events any of the sinks has: what every destination has received.
@@ -452,6 +462,16 @@ pub async fn e2e(
     }
     let dlq_ids = dlq_event_ids(&js).await?;
     let stats = sink_stats(sink_port).await.unwrap_or_default();
+    let mut per_destination = Vec::new();
+    for (i, port) in sink_ports.iter().enumerate() {
+        let s = sink_stats(*port).await.unwrap_or_default();
+        per_destination.push(DestinationFigures {
+            destination: if destinations == 1 { "default".to_string() } else { format!("d{}", i + 1) },
+            delivered: s.unique,
+            latency_p50_ms: s.latency_ms.as_ref().map_or(0.0, |l| l.p50),
+            latency_p99_ms: s.latency_ms.as_ref().map_or(0.0, |l| l.p99),
+        });
+    }
     let delivered = expected.iter().filter(|id| delivered_ids.contains(*id)).count() as u64;
     let in_dlq = expected.iter().filter(|id| !delivered_ids.contains(*id) && dlq_ids.contains(*id)).count() as u64;
     let ledger = Ledger {
@@ -471,6 +491,7 @@ pub async fn e2e(
         forwarders,
         delivered_per_second: deliveries_total as f64 / span,
         destinations,
+        per_destination,
         latency_p50_ms: stats.latency_ms.as_ref().map_or(0.0, |l| l.p50),
         latency_p99_ms: stats.latency_ms.as_ref().map_or(0.0, |l| l.p99),
         lag: std::mem::take(&mut *lag.lock().unwrap_or_else(|p| p.into_inner())),
