@@ -3,24 +3,15 @@
 //! in root's home is, starts, stores a signed webhook, serves operator commands run beside it,
 //! stops cleanly with no child left, and finds its data (NATS and Postgres) again.
 
+mod common;
+use common::hookline;
+
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use hookline_shared::harness::wait_for;
 use hookline_shared::servers::free_port;
-
-fn hookline() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_hookline"));
-    // Keep the developer's environment out of these runs.
-    for (k, _) in std::env::vars() {
-        if k.starts_with("HOOKLINE_") && k != "HOOKLINE_NATS_SERVER" && k != "HOOKLINE_PG_BIN" {
-            c.env_remove(k);
-        }
-    }
-    c.env_remove("PORT");
-    c
-}
 
 #[test]
 fn a_malformed_key_stops_the_process_naming_the_key() {

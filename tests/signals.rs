@@ -2,22 +2,14 @@
 //! SIGINT or SIGTERM at any moment stops it within two seconds, and `up` stops every child it
 //! started (none is left running).
 
+mod common;
+use common::hookline;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use hookline_shared::servers::free_port;
-
-fn hookline() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_hookline"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("HOOKLINE_") && k != "HOOKLINE_NATS_SERVER" && k != "HOOKLINE_PG_BIN" {
-            c.env_remove(k);
-        }
-    }
-    c.env_remove("PORT");
-    c
-}
 
 fn send(child: &Child, sig: i32) {
     // SAFETY: kill(2) on the pid of our own child.

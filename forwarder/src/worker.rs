@@ -96,21 +96,28 @@ pub async fn ensure_consumer(
         [one] => (one.clone(), Vec::new()),
         _ => (String::new(), subjects.clone()),
     };
+    // A destination gets the events stored from its creation on, however late a forwarder first
+    // sets up its consumer. A consumer that exists keeps its deliver policy (JetStream refuses to
+    // change one, and two writers may have stamped a declared destination with different
+    // creation times); `default` keeps the first stage's consumer as it is.
+    let existing = match stream.get_consumer::<pull::Config>(&name).await {
+        Ok(mut c) => c.info().await.ok().map(|i| i.config.deliver_policy),
+        Err(_) => None,
+    };
+    let deliver_policy = match (existing, destination.created_at) {
+        (Some(policy), _) => policy,
+        (None, Some(start_time)) if destination.id != DEFAULT_DESTINATION_ID => {
+            jetstream::consumer::DeliverPolicy::ByStartTime { start_time }
+        }
+        _ => jetstream::consumer::DeliverPolicy::All,
+    };
     let consumer = stream
         .create_consumer(pull::Config {
             durable_name: Some(name.clone()),
             description: Some(format!("hookline forwarder: events to destination {}", destination.id)),
             ack_policy: AckPolicy::Explicit,
             ack_wait,
-            // A destination gets the events stored from its creation on, however late a forwarder
-            // first sets up its consumer; `default` keeps the first stage's consumer as it is (a
-            // deliver policy cannot change).
-            deliver_policy: match destination.created_at {
-                Some(start_time) if destination.id != DEFAULT_DESTINATION_ID => {
-                    jetstream::consumer::DeliverPolicy::ByStartTime { start_time }
-                }
-                _ => jetstream::consumer::DeliverPolicy::All,
-            },
+            deliver_policy,
             max_deliver: -1,
             // Events waiting for a retry stay pending: leave room for many.
             max_ack_pending: 100_000,
@@ -178,7 +185,10 @@ impl DestinationWorker {
         let mut tasks = JoinSet::new();
         while !stop.is_cancelled() {
             while tasks.try_join_next().is_some() {}
-            self.metrics.forwarder_in_flight_limit.set(self.limit.limit() as i64);
+            if self.destination.id == DEFAULT_DESTINATION_ID {
+                // The first stage's gauge: the destination default's limit.
+                self.metrics.forwarder_in_flight_limit.set(self.limit.limit() as i64);
+            }
             let mut room = self.limit.limit().saturating_sub(self.limit.in_flight()).min(self.batch_size);
             match self.breaker.gate().await {
                 Gate::Open => {}

@@ -316,6 +316,16 @@ async fn pause_resume_rotation_overlap_and_delete_take_effect_within_a_second() 
     let r = target.received().into_iter().find(|r| r.event_id == "evt-2").expect("received");
     assert_eq!(r.valid_signatures, vec![0, 1], "during the overlap both secrets sign");
 
+    // The same destination written again with another creation time (as two writers of a
+    // declared destination stamp it): its consumer keeps its start, and it keeps delivering.
+    let mut restamped = rotated.clone();
+    restamped.created_at += time::Duration::minutes(5);
+    stack.put_record(&restamped).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    send(4).await;
+    wait_for("delivered after a new creation time", Duration::from_secs(10), || async move { t.ids().contains("evt-4").then_some(()) })
+        .await;
+
     // Deleted: its consumer goes, nothing more is delivered.
     stack.bucket.delete("d1").await.expect("delete");
     let js = &stack.js;

@@ -168,31 +168,62 @@ impl Registry {
         let id = destination.id.clone();
         self.stop(&id);
         let stop = CancellationToken::new();
+        let context = Starting {
+            js: self.js.clone(),
+            config: self.config.clone(),
+            metrics: self.metrics.clone(),
+            state: self.buckets.state.clone(),
+            processes: self.processes.clone(),
+        };
+        let task = tokio::spawn(context.run(destination, stop.clone()));
+        self.running.insert(id, Running { revision, stop, task });
+    }
+}
+
+/// What a destination's task needs from the registry.
+struct Starting {
+    js: jetstream::Context,
+    config: Config,
+    metrics: Arc<Metrics>,
+    state: kv::Store,
+    processes: Processes,
+}
+
+impl Starting {
+    /// Sets up the destination's consumer (retrying while NATS refuses), then runs its worker,
+    /// or, paused, only reports its lag, until `stop`.
+    async fn run(self, destination: Destination, stop: CancellationToken) {
+        let id = destination.id.clone();
         let label = DestinationLabels { destination: id.clone() };
         let cfg = &self.config.forwarder;
-        let consumer = match ensure_consumer(&self.js, &destination, Duration::from_secs(cfg.ack_wait_s)).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(destination = %id, error = %e, "cannot set up the destination's consumer; retried at its next change");
-                return;
+        let mut delay = Duration::from_millis(200);
+        let consumer = loop {
+            match ensure_consumer(&self.js, &destination, Duration::from_secs(cfg.ack_wait_s)).await {
+                Ok(c) => break c,
+                Err(e) => {
+                    tracing::warn!(destination = %id, error = %e, retry_in = ?delay, "cannot set up the destination's consumer yet");
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
             }
         };
         let Some(consumer) = consumer else {
             tracing::warn!(destination = %id, "the destination's filter leaves it no subject (its tenant excluded?): it receives nothing");
-            self.running.insert(id, Running { revision, stop, task: tokio::spawn(async {}) });
             return;
         };
         if destination.paused {
             tracing::info!(destination = %id, "destination paused: its events wait in JetStream");
             self.metrics.destination_state.get_or_create(&label).set(1);
-            let task = tokio::spawn(report_lag(consumer, id.clone(), self.metrics.clone(), stop.clone()));
-            self.running.insert(id, Running { revision, stop, task });
+            report_lag(consumer, id, self.metrics.clone(), stop).await;
             return;
         }
         self.metrics.destination_state.get_or_create(&label).set(0);
         let settings = destination.settings(&ForwarderDefaults::from_config(cfg));
         let rate = settings.rate_limit_per_s.map(|r| RateLimiter::new(r, self.processes.clone()));
-        let breaker = Breaker::new(&id, self.buckets.state.clone(), &cfg.breaker, self.metrics.clone());
+        let breaker = Breaker::new(&id, self.state.clone(), &cfg.breaker, self.metrics.clone());
         let worker = match DestinationWorker::new(
             self.js.clone(),
             self.metrics.clone(),
@@ -210,12 +241,8 @@ impl Registry {
             }
         };
         let lag = tokio::spawn(report_lag(consumer.clone(), id.clone(), self.metrics.clone(), stop.clone()));
-        let worker_stop = stop.clone();
-        let task = tokio::spawn(async move {
-            worker.run(consumer, worker_stop).await;
-            let _ = lag.await;
-        });
-        self.running.insert(id, Running { revision, stop, task });
+        worker.run(consumer, stop).await;
+        let _ = lag.await;
     }
 }
 
