@@ -53,6 +53,9 @@ fn spawn_forwarder(nats_url: &str, target: &str, ops_port: u16) -> Child {
         .env("HOOKLINE_FORWARDER__RETRY_SCHEDULE_S", "[1, 1, 1, 1, 1, 1]")
         .env("HOOKLINE_FORWARDER__ACK_WAIT_S", "3")
         .env("HOOKLINE_FORWARDER__MAX_IN_FLIGHT", "16")
+        // These tests fail 40 deliveries in a row on purpose: the breaker would trip after 20
+        // and hold the rest for its probe (tested in forwarder/tests/destinations.rs).
+        .env("HOOKLINE_FORWARDER__BREAKER__FAILURES", "1000")
         .env("HOOKLINE_LOG__LEVEL", "warn")
         .arg("forwarder")
         .stdout(Stdio::null())
