@@ -950,3 +950,71 @@ async fn rotate_key_reseals_destinations_under_the_new_key() {
     assert_eq!(opened.headers["X-Api-Key"].expose(), key);
     assert_logs_clean();
 }
+
+/// The whole way: a destination created, paused and resumed through the API is felt by a running
+/// forwarder within a second of the answer, with no restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_through_the_api_is_felt_by_a_running_forwarder_within_a_second() {
+    let stack = Stack::start(Options::default()).await;
+    let target = hookline_shared::harness::target::Target::start(&[]).await;
+    let shutdown = CancellationToken::new();
+    let forwarder = {
+        let (config, shutdown) = (stack.config.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let _ = hookline_forwarder::worker::run(&config, hookline_shared::metrics::Metrics::new(), None, shutdown).await;
+        })
+    };
+    let js = stack.nats.jetstream().await;
+    let send = |id: &'static str| {
+        let js = js.clone();
+        async move {
+            let body = json!({"id": id, "schema_version": 1, "kind": "message", "source": "telegram", "platform": "telegram",
+                "provider": "telegram", "tenant_id": "acme", "channel_id": "tg", "received_at": hookline_shared::timefmt::now_rfc3339()});
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", id);
+            js.publish_with_headers("hookline.events.acme.telegram.message", headers, body.to_string().into())
+                .await
+                .expect("publish")
+                .await
+                .expect("ack");
+        }
+    };
+    let secret = generate_signing_secret().expect("secret");
+    let created = stack
+        .api
+        .post("/api/v1/destinations", &json!({"id": "live", "url": target.url, "signing_secret": secret.expose(), "tenant_id": "acme"}))
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let answered = Instant::now();
+    // Its consumer exists (the forwarder saw it) within a second of the answer.
+    let js_ref = &js;
+    wait_for("the forwarder set up the new destination", Duration::from_secs(5), || async move {
+        js_ref
+            .get_stream("HOOKLINE_EVENTS")
+            .await
+            .ok()?
+            .get_consumer::<async_nats::jetstream::consumer::pull::Config>("destination-live")
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+    assert!(answered.elapsed() < Duration::from_secs(1), "the forwarder saw the destination {:?} after the answer", answered.elapsed());
+    send("api-1").await;
+    let t = &target;
+    wait_for("delivered", Duration::from_secs(5), || async move { t.ids().contains("api-1").then_some(()) }).await;
+
+    let paused = stack.api.post("/api/v1/destinations/live/pause", &json!({})).await;
+    assert_eq!(paused.status, 200, "{}", paused.text);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    send("api-2").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!target.ids().contains("api-2"), "delivered while paused through the API");
+    let resumed = stack.api.post("/api/v1/destinations/live/resume", &json!({})).await;
+    assert_eq!(resumed.status, 200, "{}", resumed.text);
+    let answered = Instant::now();
+    wait_for("delivered after resume", Duration::from_secs(5), || async move { t.ids().contains("api-2").then_some(()) }).await;
+    assert!(answered.elapsed() < Duration::from_secs(1), "resume felt {:?} after the answer", answered.elapsed());
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), forwarder).await;
+}
