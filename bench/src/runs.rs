@@ -171,6 +171,9 @@ pub struct E2eReport {
     pub destinations: usize,
     /// Per destination: events received and the ingest→sink latency there.
     pub per_destination: Vec<DestinationFigures>,
+    /// Raw webhooks in HOOKLINE_RAW at the end: at least every one answered 200, unless the
+    /// store lost some (0 when the stream itself is gone).
+    pub raw_stored: u64,
     pub load: LoadResult,
     pub ledger: Ledger,
     /// Events delivered per second, from the first request to the last delivery.
@@ -462,6 +465,10 @@ pub async fn e2e(
     }
     let dlq_ids = dlq_event_ids(&js).await?;
     let stats = sink_stats(sink_port).await.unwrap_or_default();
+    let raw_stored = match js.get_stream(names::RAW_STREAM).await {
+        Ok(mut s) => s.info().await.map(|i| i.state.messages).unwrap_or(0),
+        Err(_) => 0,
+    };
     let mut per_destination = Vec::new();
     for (i, port) in sink_ports.iter().enumerate() {
         let s = sink_stats(*port).await.unwrap_or_default();
@@ -492,6 +499,7 @@ pub async fn e2e(
         delivered_per_second: deliveries_total as f64 / span,
         destinations,
         per_destination,
+        raw_stored,
         latency_p50_ms: stats.latency_ms.as_ref().map_or(0.0, |l| l.p50),
         latency_p99_ms: stats.latency_ms.as_ref().map_or(0.0, |l| l.p99),
         lag: std::mem::take(&mut *lag.lock().unwrap_or_else(|p| p.into_inner())),
