@@ -149,8 +149,6 @@ async fn start_and_run(mut config: Config, shutdown: CancellationToken) -> anyho
         config.forwarder.signing_secret = Some(secret);
         builtin_sink = true;
     }
-    print_banner(&config, nats_process.is_some(), demo_token.as_ref(), builtin_sink, setup_token.as_ref());
-
     let setup_listener = super::bind(config.setup_api.listen, "setup_api.listen").await?;
     record.setup_api_url = format!("http://127.0.0.1:{}", setup_listener.local_addr()?.port());
     let metrics = Metrics::new();
@@ -158,6 +156,8 @@ async fn start_and_run(mut config: Config, shutdown: CancellationToken) -> anyho
         Ok(path) => tracing::debug!(record = %path.display(), "operator commands run here find this up"),
         Err(e) => tracing::warn!(error = %e, "cannot write the record that operator commands read; they need nats.url set"),
     }
+    // After the record: what the banner says (operator commands work from here) is true once shown.
+    print_banner(&config, nats_process.is_some(), demo_token.as_ref(), builtin_sink, setup_token.as_ref());
     let result = run_roles(&config, metrics, listener, setup_listener, shutdown).await;
     record.remove(&data_dir);
 
