@@ -224,15 +224,7 @@ impl Stack {
         let client = async_nats::connect(addrs).await.map_err(|e| e.to_string())?;
         let js = async_nats::jetstream::new(client);
         hookline_shared::jetstream::ensure_streams(&js, &config.streams).await.map_err(|e| e.to_string())?;
-        let store = js
-            .create_or_update_key_value(async_nats::jetstream::kv::Config {
-                bucket: hookline_shared::names::DESTINATIONS_BUCKET.to_string(),
-                history: 5,
-                num_replicas: config.streams.channels.replicas,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| e.to_string())?;
+        let store = hookline_shared::jetstream::destinations_bucket(&js, &config.streams).await.map_err(|e| e.to_string())?;
         let keyring = config.keyring().map_err(|e| e.to_string())?;
         for (i, url) in urls.iter().enumerate() {
             let mut spec = hookline_shared::destination::DestinationSpec::new(url.clone(), self.sink_secret.clone());

@@ -31,9 +31,6 @@ pub const GENERATED_ID_PREFIX: &str = "dst_";
 pub const CONSUMER_PREFIX: &str = "destination-";
 /// How long a rotated-out signing secret keeps signing, unless the caller says otherwise.
 pub const DEFAULT_ROTATION_OVERLAP: time::Duration = time::Duration::hours(24);
-/// `rate_limit_per_s` when neither the destination nor the configuration sets one: no limit
-/// (there is no `forwarder.rate_limit_per_s` key).
-pub const DEFAULT_RATE_LIMIT_PER_S: Option<f64> = None;
 /// The shortest HMAC key a destination's `whsec_` secret may hold, in bytes.
 pub const MIN_SIGNING_KEY_BYTES: usize = 24;
 /// Most extra headers per destination.
@@ -792,12 +789,13 @@ impl Destination {
 
     /// The settings after the `forwarder.*` defaults. `min_in_flight` (the floor while the
     /// target fails) never exceeds `max_in_flight`.
-    pub fn settings(&self, defaults: &ForwarderDefaults) -> EffectiveSettings {
+    /// Unset, `rate_limit_per_s` means no limit (there is no `forwarder.rate_limit_per_s`).
+    pub fn settings(&self, defaults: &ForwarderConfig) -> EffectiveSettings {
         let max_in_flight = self.max_in_flight.map_or(defaults.max_in_flight, |n| n as usize);
         EffectiveSettings {
             max_in_flight,
             min_in_flight: defaults.min_in_flight.min(max_in_flight),
-            rate_limit_per_s: self.rate_limit_per_s.or(defaults.rate_limit_per_s),
+            rate_limit_per_s: self.rate_limit_per_s,
             timeout_ms: self.timeout_ms.unwrap_or(defaults.request_timeout_ms),
             retry_schedule_s: self.retry_schedule_s.clone().unwrap_or_else(|| defaults.retry_schedule_s.clone()),
             max_age_s: self.max_age_s.unwrap_or(defaults.max_age_s),
@@ -823,42 +821,6 @@ impl Destination {
     /// Its durable consumer: [`consumer_name`].
     pub fn consumer_name(&self) -> String {
         consumer_name(&self.id)
-    }
-}
-
-/// The `forwarder.*` values a destination's unset settings fall back to.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ForwarderDefaults {
-    /// `forwarder.max_in_flight`
-    pub max_in_flight: usize,
-    /// `forwarder.min_in_flight`
-    pub min_in_flight: usize,
-    /// No configuration key: [`DEFAULT_RATE_LIMIT_PER_S`].
-    pub rate_limit_per_s: Option<f64>,
-    /// `forwarder.request_timeout_ms`
-    pub request_timeout_ms: u64,
-    /// `forwarder.retry_schedule_s`
-    pub retry_schedule_s: Vec<u64>,
-    /// `forwarder.max_age_s`
-    pub max_age_s: u64,
-}
-
-impl ForwarderDefaults {
-    pub fn from_config(cfg: &ForwarderConfig) -> Self {
-        ForwarderDefaults {
-            max_in_flight: cfg.max_in_flight,
-            min_in_flight: cfg.min_in_flight,
-            rate_limit_per_s: DEFAULT_RATE_LIMIT_PER_S,
-            request_timeout_ms: cfg.request_timeout_ms,
-            retry_schedule_s: cfg.retry_schedule_s.clone(),
-            max_age_s: cfg.max_age_s,
-        }
-    }
-}
-
-impl From<&ForwarderConfig> for ForwarderDefaults {
-    fn from(cfg: &ForwarderConfig) -> Self {
-        ForwarderDefaults::from_config(cfg)
     }
 }
 
@@ -1179,19 +1141,18 @@ mod tests {
         assert!(matches!(broken.open(&ring), Err(DestinationError::Malformed { .. })));
     }
 
-    fn config_defaults() -> ForwarderDefaults {
+    fn config_defaults() -> crate::config::ForwarderConfig {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("hookline.toml");
         std::fs::write(&path, "").expect("write");
         let config = crate::config::Config::load_with_env(&crate::config::Sources { file: Some(path) }, &[]).expect("defaults load");
-        ForwarderDefaults::from(&config.forwarder)
+        config.forwarder
     }
 
     #[test]
     fn settings_fall_back_to_the_forwarder_defaults() {
         let defaults = config_defaults();
         assert_eq!(defaults.request_timeout_ms, 10_000);
-        assert_eq!(defaults.rate_limit_per_s, None);
         let d = Destination::default_from_config("http://localhost:9000/", None);
         assert_eq!(
             d.settings(&defaults),

@@ -128,43 +128,61 @@ pub async fn ensure_streams(js: &jetstream::Context, config: &StreamsConfig) -> 
     Ok(())
 }
 
-/// The bucket `hookline_channels`, created when missing.
-pub async fn channels_bucket(js: &jetstream::Context, config: &StreamsConfig) -> Result<kv::Store, NatsSetupError> {
+/// A KV bucket's settings: file storage always.
+pub struct BucketSpec {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub history: i64,
+    /// Entries expire after this; zero: never.
+    pub max_age: Duration,
+    pub replicas: usize,
+}
+
+/// Creates the bucket, or brings its settings in line, retrying while a cluster elects leaders.
+pub async fn kv_bucket(js: &jetstream::Context, spec: BucketSpec) -> Result<kv::Store, NatsSetupError> {
     let bucket = || {
         js.create_or_update_key_value(kv::Config {
-            bucket: names::CHANNELS_BUCKET.to_string(),
-            description: "hookline channel configurations (secrets sealed)".to_string(),
-            history: 5,
+            bucket: spec.name.to_string(),
+            description: spec.description.to_string(),
+            history: spec.history,
+            max_age: spec.max_age,
             storage: stream::StorageType::File,
-            num_replicas: config.channels.replicas,
+            num_replicas: spec.replicas,
             ..Default::default()
         })
     };
     bucket
         .retry(setup_retry())
-        .notify(|e, delay| tracing::warn!(error = %e, retry_in = ?delay, "cannot set up the channels bucket yet"))
+        .notify(|e, delay| tracing::warn!(bucket = spec.name, error = %e, retry_in = ?delay, "cannot set up the bucket yet"))
         .await
-        .map_err(|e| NatsSetupError::Bucket { bucket: names::CHANNELS_BUCKET, message: e.to_string() })
+        .map_err(|e| NatsSetupError::Bucket { bucket: spec.name, message: e.to_string() })
+}
+
+/// The bucket `hookline_channels`, created when missing.
+pub async fn channels_bucket(js: &jetstream::Context, config: &StreamsConfig) -> Result<kv::Store, NatsSetupError> {
+    let description = "hookline channel configurations (secrets sealed)";
+    kv_bucket(
+        js,
+        BucketSpec { name: names::CHANNELS_BUCKET, description, history: 5, max_age: Duration::ZERO, replicas: config.channels.replicas },
+    )
+    .await
 }
 
 /// The bucket `hookline_destinations`, created when missing: as the channels bucket (history 5,
 /// file storage, `streams.channels.replicas`: there is no key of its own).
 pub async fn destinations_bucket(js: &jetstream::Context, config: &StreamsConfig) -> Result<kv::Store, NatsSetupError> {
-    let bucket = || {
-        js.create_or_update_key_value(kv::Config {
-            bucket: names::DESTINATIONS_BUCKET.to_string(),
-            description: "hookline destinations (secrets sealed)".to_string(),
+    let description = "hookline destinations (secrets sealed)";
+    kv_bucket(
+        js,
+        BucketSpec {
+            name: names::DESTINATIONS_BUCKET,
+            description,
             history: 5,
-            storage: stream::StorageType::File,
-            num_replicas: config.channels.replicas,
-            ..Default::default()
-        })
-    };
-    bucket
-        .retry(setup_retry())
-        .notify(|e, delay| tracing::warn!(error = %e, retry_in = ?delay, "cannot set up the destinations bucket yet"))
-        .await
-        .map_err(|e| NatsSetupError::Bucket { bucket: names::DESTINATIONS_BUCKET, message: e.to_string() })
+            max_age: Duration::ZERO,
+            replicas: config.channels.replicas,
+        },
+    )
+    .await
 }
 
 /// Sets `hookline_consumer_pending_messages{consumer}` (the consumer's lag: messages not yet

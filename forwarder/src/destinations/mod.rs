@@ -10,14 +10,14 @@ pub mod breaker;
 pub mod rate;
 pub mod registry;
 
-use async_nats::jetstream::{self, kv, stream};
+use async_nats::jetstream::{self, kv};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use hookline_shared::config::{Config, ConfigError};
-use hookline_shared::jetstream as js_setup;
+use hookline_shared::jetstream::{self as js_setup, BucketSpec};
 use hookline_shared::metrics::Metrics;
 use hookline_shared::ops_server;
 
@@ -30,33 +30,32 @@ pub struct Buckets {
     pub processes: kv::Store,
 }
 
-async fn bucket(
-    js: &jetstream::Context,
-    name: &str,
-    description: &str,
-    history: i64,
-    max_age: Duration,
-    replicas: usize,
-) -> Result<kv::Store, ForwarderError> {
-    js.create_or_update_key_value(kv::Config {
-        bucket: name.to_string(),
-        description: description.to_string(),
-        history,
-        max_age,
-        storage: stream::StorageType::File,
-        num_replicas: replicas,
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| ForwarderError::Bucket(format!("{name}: {e}")))
-}
-
 pub async fn buckets(js: &jetstream::Context, config: &Config) -> Result<Buckets, ForwarderError> {
     let replicas = config.streams.channels.replicas;
     Ok(Buckets {
         destinations: js_setup::destinations_bucket(js, &config.streams).await?,
-        state: bucket(js, breaker::STATE_BUCKET, "hookline destinations' circuit breakers", 1, Duration::ZERO, replicas).await?,
-        processes: bucket(js, rate::PROCESSES_BUCKET, "live hookline forwarder processes", 1, Duration::from_secs(5), replicas).await?,
+        state: js_setup::kv_bucket(
+            js,
+            BucketSpec {
+                name: breaker::STATE_BUCKET,
+                description: "hookline destinations' circuit breakers",
+                history: 1,
+                max_age: Duration::ZERO,
+                replicas,
+            },
+        )
+        .await?,
+        processes: js_setup::kv_bucket(
+            js,
+            BucketSpec {
+                name: rate::PROCESSES_BUCKET,
+                description: "live hookline forwarder processes",
+                history: 1,
+                max_age: Duration::from_secs(5),
+                replicas,
+            },
+        )
+        .await?,
     })
 }
 

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use hookline_shared::config::Config;
 use hookline_shared::crypto::Keyring;
-use hookline_shared::destination::{Destination, DestinationDecl, DestinationRecord, ForwarderDefaults, DEFAULT_DESTINATION_ID};
+use hookline_shared::destination::{Destination, DestinationDecl, DestinationRecord, DEFAULT_DESTINATION_ID};
 use hookline_shared::metrics::{ConsumerLabels, DestinationLabels, Metrics};
 use hookline_shared::names;
 
@@ -221,7 +221,7 @@ impl Starting {
             return;
         }
         self.metrics.destination_state.get_or_create(&label).set(0);
-        let settings = destination.settings(&ForwarderDefaults::from_config(cfg));
+        let settings = destination.settings(cfg);
         let rate = settings.rate_limit_per_s.map(|r| RateLimiter::new(r, self.processes.clone()));
         let breaker = Breaker::new(&id, self.state.clone(), &cfg.breaker, self.metrics.clone());
         let worker = match DestinationWorker::new(
