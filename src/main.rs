@@ -222,6 +222,12 @@ struct BenchLoadArgs {
     fsync: FsyncArg,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OrderingArg {
+    None,
+    Conversation,
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum FsyncArg {
     Always,
@@ -281,6 +287,22 @@ enum BenchCommand {
         /// default; more: that many in the bucket hookline_destinations).
         #[arg(long, default_value_t = 1)]
         destinations: usize,
+        /// `conversation`: conversations of messages (each sent once the previous one of its
+        /// conversation was answered 200) to an ordered destination and its unordered twin at once;
+        /// their order is checked and their delivered events/s compared. Faults: forwarder-kill
+        /// (once), and --fail-ratio.
+        #[arg(long, value_enum, default_value_t = OrderingArg::None)]
+        ordering: OrderingArg,
+        /// With --ordering conversation: how many conversations.
+        #[arg(long, default_value_t = 1000)]
+        conversations: usize,
+        /// With --ordering conversation: messages per conversation.
+        #[arg(long, default_value_t = 8)]
+        messages: usize,
+        /// With --ordering conversation: the targets answer 500 to this share of deliveries while
+        /// messages are sent.
+        #[arg(long)]
+        fail_ratio: Option<f64>,
     },
     /// (internal) the baseline server.
     #[command(hide = true)]
@@ -381,8 +403,26 @@ fn main() -> ExitCode {
                     match run {
                         BenchCommand::Ingest { load, url } => cmd::bench::ingest(load.into(), url).await,
                         BenchCommand::Baseline { load } => cmd::bench::baseline(load.into()).await,
-                        BenchCommand::E2e { load, normalizers, forwarders, fault, destinations } => {
-                            cmd::bench::e2e(load.into(), normalizers, forwarders, fault, destinations).await
+                        BenchCommand::E2e {
+                            load,
+                            normalizers,
+                            forwarders,
+                            fault,
+                            destinations,
+                            ordering: OrderingArg::Conversation,
+                            conversations,
+                            messages,
+                            fail_ratio,
+                        } => {
+                            let shape = cmd::bench::Conversations { conversations, messages, fail_ratio, destinations };
+                            cmd::bench::ordered(load.into(), normalizers, forwarders, fault, shape).await
+                        }
+                        BenchCommand::E2e { load, normalizers, forwarders, fault, destinations, fail_ratio, .. } => {
+                            if fail_ratio.is_some() {
+                                Err(anyhow::anyhow!("--fail-ratio goes with --ordering conversation (else: --fault target-500)"))
+                            } else {
+                                cmd::bench::e2e(load.into(), normalizers, forwarders, fault, destinations).await
+                            }
                         }
                         BenchCommand::ServeBaseline { nats, listen } => cmd::bench::serve_baseline(nats, listen).await,
                     }

@@ -44,7 +44,7 @@ fn expected_events(source: Source, body: &[u8], seq: u64) -> Vec<NormalizedEvent
         channel_id: CHANNEL.into(),
         platform: String::new(),
         received_at: "2026-01-01T00:00:00Z".into(),
-        raw: Some(RawRef { subject: names::raw_subject(source, CHANNEL), seq }),
+        raw: Some(RawRef { subject: names::raw_subject(source, CHANNEL), seq, index: None }),
     };
     normalize(&RawInput { source, body, content_type: Some("application/json"), query: None, context: &ctx }).expect("test payloads parse")
 }

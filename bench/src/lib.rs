@@ -5,6 +5,7 @@
 
 pub mod baseline;
 pub mod load;
+pub mod ordered;
 pub mod plot;
 pub mod procs;
 pub mod report;

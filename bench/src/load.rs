@@ -165,7 +165,7 @@ fn summarize(records: Vec<(u64, f64, u16)>, elapsed: f64, accepted: Vec<String>)
 
 /// Sends one request over the worker's connection (re-opened when broken); the status, or 0
 /// for a connection error.
-async fn send(sender: &mut Option<http1::SendRequest<Full<Bytes>>>, target: SocketAddr, webhook: &Webhook) -> u16 {
+pub(crate) async fn send(sender: &mut Option<http1::SendRequest<Full<Bytes>>>, target: SocketAddr, webhook: &Webhook) -> u16 {
     for _ in 0..2 {
         if sender.as_ref().is_none_or(|s| s.is_closed()) {
             *sender = connect(target).await;

@@ -219,6 +219,16 @@ impl Stack {
     /// Writes one destination per URL to the bucket (`d1`, `d2`, ...: every event, signed with
     /// the sinks' secret).
     pub async fn write_destinations(&self, urls: &[String]) -> Result<(), String> {
+        let specs: Vec<_> = urls
+            .iter()
+            .enumerate()
+            .map(|(i, url)| (format!("d{}", i + 1), url.clone(), hookline_shared::destination::Ordering::None))
+            .collect();
+        self.write_destination_specs(&specs).await
+    }
+
+    /// Writes destinations `(id, url, ordering)`: every event, signed with the sinks' secret.
+    pub async fn write_destination_specs(&self, specs: &[(String, String, hookline_shared::destination::Ordering)]) -> Result<(), String> {
         let config = self.config()?;
         let addrs = hookline_shared::jetstream::server_addrs(&self.url())?;
         let client = async_nats::connect(addrs).await.map_err(|e| e.to_string())?;
@@ -226,13 +236,14 @@ impl Stack {
         hookline_shared::jetstream::ensure_streams(&js, &config.streams).await.map_err(|e| e.to_string())?;
         let store = hookline_shared::jetstream::destinations_bucket(&js, &config.streams).await.map_err(|e| e.to_string())?;
         let keyring = config.keyring().map_err(|e| e.to_string())?;
-        for (i, url) in urls.iter().enumerate() {
+        for (id, url, ordering) in specs {
             let mut spec = hookline_shared::destination::DestinationSpec::new(url.clone(), self.sink_secret.clone());
-            spec.id = Some(format!("d{}", i + 1));
+            spec.id = Some(id.clone());
+            spec.ordering = *ordering;
             let record = hookline_shared::destination::DestinationRecord::seal(&spec, &keyring, time::OffsetDateTime::now_utc())
                 .map_err(|e| e.to_string())?;
             let json = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
-            store.put(format!("d{}", i + 1), json.into()).await.map_err(|e| e.to_string())?;
+            store.put(id.as_str(), json.into()).await.map_err(|e| e.to_string())?;
         }
         Ok(())
     }

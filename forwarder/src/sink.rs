@@ -4,7 +4,9 @@
 //! and can be told to fail (a status for a share of requests, for a time or a count) to exercise
 //! retries.
 //!
-//! Control routes: `GET /_sink/stats` (JSON), `GET /_sink/ids` (the ids delivered), `POST /_sink/fail` with
+//! Control routes: `GET /_sink/stats` (JSON), `GET /_sink/ids` (the ids delivered), `GET
+//! /_sink/sequence` (every 2xx delivery in the order received: `[conversation, message id]`, the
+//! conversation being `conversation.id`, else `sender.id`), `POST /_sink/fail` with
 //! `{"status": 500, "ratio": 1.0, "for_s": 30, "count": 3, "retry_after_s": 2}` (all but `status`
 //! optional; `{"status": 0}` turns failing off), `POST /_sink/delay` with `{"ms": 200}` (answer
 //! every delivery that much later), `GET /healthz`. Every other POST is a delivery.
@@ -68,6 +70,7 @@ struct Counters {
     injected_failures: u64,
     by_id: HashMap<String, Vec<Attempt>>,
     latencies_ms: Vec<f64>,
+    sequence: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -178,6 +181,11 @@ impl SinkState {
         self.counters().by_id.clone()
     }
 
+    /// Every 2xx delivery in the order received: (conversation or sender id, message id).
+    pub fn sequence(&self) -> Vec<(String, String)> {
+        self.counters().sequence.clone()
+    }
+
     /// The failure to inject now, if any.
     fn injected(&self) -> Option<(u16, Option<u64>)> {
         let mut guard = self.plan.lock().unwrap_or_else(|p| p.into_inner());
@@ -257,6 +265,15 @@ impl SinkState {
                     c.latencies_ms.push(ms.max(0.0));
                 }
             }
+            if c.sequence.len() < 5_000_000 {
+                let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
+                let conversation = match event.pointer("/conversation/id") {
+                    Some(id) => text(id),
+                    None => event.pointer("/sender/id").map(text).unwrap_or_default(),
+                };
+                let message = event.pointer("/message/id").map(text).unwrap_or_default();
+                c.sequence.push((conversation, message));
+            }
         }
         if self.print {
             println!("{event}");
@@ -291,6 +308,7 @@ async fn route(state: Arc<SinkState>, req: Request<hyper::body::Incoming>) -> Re
         (Method::GET, "/healthz") => answer(StatusCode::OK, "ok\n", None),
         (Method::GET, "/_sink/stats") => json(&state.stats()),
         (Method::GET, "/_sink/ids") => json(&state.delivered_ids()),
+        (Method::GET, "/_sink/sequence") => json(&state.sequence()),
         (Method::POST, "/_sink/fail") => match serde_json::from_slice::<FailurePlan>(&body) {
             Ok(plan) => {
                 state.set_failure(plan);

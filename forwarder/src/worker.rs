@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use hookline_shared::config::{Config, ConfigError};
-use hookline_shared::destination::{Destination, EffectiveSettings, DEFAULT_DESTINATION_ID};
+use hookline_shared::destination::{Destination, EffectiveSettings, Ordering, DEFAULT_DESTINATION_ID};
 use hookline_shared::dlq::{self, DeadLetter};
 use hookline_shared::jetstream::NatsSetupError;
 use hookline_shared::metrics::{DestinationLabels, DestinationOutcomeLabels, Metrics, OutcomeLabels};
@@ -61,10 +61,10 @@ pub async fn run(
 
 /// The parts of an event the forwarder needs (the body is sent as stored).
 #[derive(Deserialize)]
-struct EventHead {
-    id: String,
-    tenant_id: String,
-    received_at: String,
+pub(crate) struct EventHead {
+    pub id: String,
+    pub tenant_id: String,
+    pub received_at: String,
 }
 
 /// The durable consumer of destination `destination`: `forwarder` for `default` (the first
@@ -86,9 +86,14 @@ pub async fn ensure_consumer(
     ack_wait: Duration,
 ) -> Result<Option<PullConsumer>, ForwarderError> {
     let name = consumer_name(&destination.id);
-    let subjects = destination.subjects();
+    let ordered = destination.ordering == Ordering::Conversation;
+    let mut subjects = destination.subjects();
     if subjects.is_empty() {
         return Ok(None);
+    }
+    if ordered {
+        // The normalizers' watermarks, in stream order with the events.
+        subjects.push(names::ORDER_WATERMARK_SUBJECT.to_string());
     }
     let err = |e: String| ForwarderError::Consumer { consumer: name.clone(), message: e };
     let stream = js.get_stream(names::EVENTS_STREAM).await.map_err(|e| err(e.to_string()))?;
@@ -116,11 +121,12 @@ pub async fn ensure_consumer(
             durable_name: Some(name.clone()),
             description: Some(format!("hookline forwarder: events to destination {}", destination.id)),
             ack_policy: AckPolicy::Explicit,
-            ack_wait,
+            ack_wait: if ordered { crate::destinations::ordered::ACK_WAIT } else { ack_wait },
             deliver_policy,
             max_deliver: -1,
-            // Events waiting for a retry stay pending: leave room for many.
-            max_ack_pending: 100_000,
+            // Events waiting for a retry stay pending: leave room for many. An ordered
+            // destination's owner holds what it fetched in memory: bounded tighter.
+            max_ack_pending: if ordered { crate::destinations::ordered::MAX_HELD as i64 } else { 100_000 },
             filter_subject,
             filter_subjects,
             ..Default::default()
@@ -256,6 +262,11 @@ impl DestinationWorker {
     }
 
     async fn handle(&self, message: Message) {
+        if message.subject.as_str() == names::ORDER_WATERMARK_SUBJECT {
+            // Left from the time this destination was ordered: only ordered delivery reads them.
+            self.finish(&message, AckKind::Ack).await;
+            return;
+        }
         let (seq, attempt) = match message.info() {
             Ok(info) => (info.stream_sequence, info.delivered.max(1) as usize),
             Err(e) => {
@@ -272,20 +283,35 @@ impl DestinationWorker {
             }
         };
         // A replayed or re-driven event for one destination carries its id: the others skip it.
-        let for_other =
-            message.headers.as_ref().and_then(|h| h.get(header::DESTINATION)).is_some_and(|d| d.as_str() != self.destination.id);
-        if for_other || (self.check_events && !self.accepts(&message)) {
+        if !self.wants(&message) {
             self.count("filtered");
             self.finish(&message, AckKind::Ack).await;
             return;
         }
-        let span =
-            tracing::info_span!("forward", destination = %self.destination.id, event_id = %head.id, tenant_id = %head.tenant_id, attempt);
-        let traceparent_in = message.headers.as_ref().and_then(|h| h.get(header::TRACEPARENT)).map(|v| v.as_str().to_string());
-        telemetry::set_parent(&span, traceparent_in.as_deref());
-        let traceparent = telemetry::traceparent(&span, traceparent_in.as_deref());
-        let ack = self.deliver(&message, &head, seq, attempt, &traceparent).instrument(span.clone()).await;
+        let span = self.span(&head, attempt);
+        let ack = self.attempt(&message, &head, seq, attempt, &span).await;
         self.finish(&message, ack).instrument(span).await;
+    }
+
+    /// The span of one attempt, child of the event's trace.
+    pub(crate) fn span(&self, head: &EventHead, attempt: usize) -> tracing::Span {
+        tracing::info_span!("forward", destination = %self.destination.id, event_id = %head.id, tenant_id = %head.tenant_id, attempt)
+    }
+
+    /// One attempt at delivering `message`, in `span`: what to do with the message afterwards.
+    pub(crate) async fn attempt(&self, message: &Message, head: &EventHead, seq: u64, attempt: usize, span: &tracing::Span) -> AckKind {
+        let traceparent_in = message.headers.as_ref().and_then(|h| h.get(header::TRACEPARENT)).map(|v| v.as_str().to_string());
+        telemetry::set_parent(span, traceparent_in.as_deref());
+        let traceparent = telemetry::traceparent(span, traceparent_in.as_deref());
+        self.deliver(message, head, seq, attempt, &traceparent).instrument(span.clone()).await
+    }
+
+    /// Whether `message` is for this destination: not a replay or re-drive meant for another,
+    /// and wanted by its filter.
+    pub(crate) fn wants(&self, message: &Message) -> bool {
+        let for_other =
+            message.headers.as_ref().and_then(|h| h.get(header::DESTINATION)).is_some_and(|d| d.as_str() != self.destination.id);
+        !for_other && (!self.check_events || self.accepts(message))
     }
 
     fn accepts(&self, message: &Message) -> bool {
@@ -295,7 +321,7 @@ impl DestinationWorker {
         }
     }
 
-    async fn finish(&self, message: &Message, ack: AckKind) {
+    pub(crate) async fn finish(&self, message: &Message, ack: AckKind) {
         if let Err(e) = message.ack_with(ack).await {
             tracing::warn!(error = %e, "ack failed; the event will be redelivered");
         }
@@ -353,7 +379,7 @@ impl DestinationWorker {
         }
     }
 
-    fn count(&self, outcome: &'static str) {
+    pub(crate) fn count(&self, outcome: &'static str) {
         if outcome != "filtered" {
             self.metrics.deliveries.get_or_create(&OutcomeLabels { outcome }).inc();
         }
@@ -364,7 +390,7 @@ impl DestinationWorker {
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn dead_letter(
+    pub(crate) async fn dead_letter(
         &self,
         message: &Message,
         seq: u64,

@@ -293,7 +293,7 @@ pub fn fuzz_normalize(source: Source, data: &[u8]) {
         channel_id: "ch1".into(),
         platform,
         received_at,
-        raw: Some(RawRef { subject: format!("hookline.raw.{source}.ch1"), seq: 1 }),
+        raw: Some(RawRef { subject: format!("hookline.raw.{source}.ch1"), seq: 1, index: None }),
     };
     let input = RawInput { source, body, content_type: content_type.as_deref(), query: query.as_deref(), context: &context };
     match normalize(&input) {

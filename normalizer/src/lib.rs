@@ -5,6 +5,7 @@ pub mod build;
 pub mod publish;
 pub mod raw;
 pub mod sources;
+pub mod watermark;
 pub mod worker;
 
 use hookline_shared::event::{NormalizedEvent, RawRef};
@@ -61,8 +62,19 @@ impl NormalizeError {
     }
 }
 
-/// Normalizes one raw webhook. Never panics, whatever the bytes.
+/// Normalizes one raw webhook. Never panics, whatever the bytes. Each event's `raw.index` is its
+/// position in the payload.
 pub fn normalize(input: &RawInput<'_>) -> Result<Vec<NormalizedEvent>, NormalizeError> {
+    let mut events = parse(input)?;
+    for (i, event) in events.iter_mut().enumerate() {
+        if let Some(raw) = event.raw.as_mut() {
+            raw.index = Some(u32::try_from(i).unwrap_or(u32::MAX));
+        }
+    }
+    Ok(events)
+}
+
+fn parse(input: &RawInput<'_>) -> Result<Vec<NormalizedEvent>, NormalizeError> {
     match input.source {
         Source::Whatsapp => sources::whatsapp::parse(input),
         Source::Dialog360 => sources::dialog360::parse(input),

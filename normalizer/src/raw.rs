@@ -64,7 +64,7 @@ impl RawHeaders<'_> {
             channel_id: self.channel.to_string(),
             platform: String::new(),
             received_at: self.received_at.map_or_else(timefmt::now_rfc3339, str::to_string),
-            raw: Some(RawRef { subject: subject.to_string(), seq }),
+            raw: Some(RawRef { subject: subject.to_string(), seq, index: None }),
         }
     }
 }

@@ -98,6 +98,7 @@ pub async fn run(
     }
 
     tokio::spawn(js_setup::report_lag(consumer.clone(), names::NORMALIZER_CONSUMER, metrics.clone(), shutdown.clone()));
+    tokio::spawn(crate::watermark::run(js.clone(), consumer.clone(), shutdown.clone()));
 
     let commits = GroupCommit::start(
         js.clone(),

@@ -62,7 +62,7 @@ fn context(source: Source) -> EventContext {
         channel_id: "channel-1".into(),
         platform: source.platforms()[0].into(),
         received_at: "2026-01-01T00:00:00Z".into(),
-        raw: Some(RawRef { subject: format!("hookline.raw.{source}.channel-1"), seq: 1 }),
+        raw: Some(RawRef { subject: format!("hookline.raw.{source}.channel-1"), seq: 1, index: None }),
     }
 }
 

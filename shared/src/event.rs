@@ -276,7 +276,13 @@ pub struct ChatEvent {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct RawRef {
     pub subject: String,
+    /// The raw webhook's sequence in `HOOKLINE_RAW`: the order in which ingest stored it.
     pub seq: u64,
+    /// This event's position among the events of its webhook (0-based, the payload's order).
+    /// With `seq`, the order a destination with `ordering = "conversation"` keeps: a consumer
+    /// can check that `(seq, index)` grows within a conversation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<u32>,
 }
 
 /// `evt_` + 32 hex of SHA-256(source, channel, kind, platform id): the same platform event

@@ -86,10 +86,10 @@ pub async fn connect(config: &NatsConfig, client_name: &str) -> Result<async_nat
         .map_err(|e| NatsSetupError::Connect { url: redact_url(&url), message: e.to_string() })
 }
 
-fn stream_config(name: &str, subjects: &str, limits: &StreamLimits) -> stream::Config {
+fn stream_config(name: &str, subjects: &[&str], limits: &StreamLimits) -> stream::Config {
     stream::Config {
         name: name.to_string(),
-        subjects: vec![subjects.to_string()],
+        subjects: subjects.iter().map(|s| s.to_string()).collect(),
         storage: stream::StorageType::File,
         retention: stream::RetentionPolicy::Limits,
         max_age: Duration::from_secs(limits.max_age_s),
@@ -115,9 +115,9 @@ fn setup_retry() -> ExponentialBuilder {
 /// Creates the three streams, or brings their limits in line with the configuration.
 pub async fn ensure_streams(js: &jetstream::Context, config: &StreamsConfig) -> Result<(), NatsSetupError> {
     for (name, subjects, limits) in [
-        (names::RAW_STREAM, names::RAW_SUBJECTS, &config.raw),
-        (names::EVENTS_STREAM, names::EVENTS_SUBJECTS, &config.events),
-        (names::DLQ_STREAM, names::DLQ_SUBJECTS, &config.dlq),
+        (names::RAW_STREAM, &[names::RAW_SUBJECTS][..], &config.raw),
+        (names::EVENTS_STREAM, &[names::EVENTS_SUBJECTS, names::ORDER_SUBJECTS][..], &config.events),
+        (names::DLQ_STREAM, &[names::DLQ_SUBJECTS][..], &config.dlq),
     ] {
         (|| js.create_or_update_stream(stream_config(name, subjects, limits)))
             .retry(setup_retry())

@@ -69,6 +69,8 @@ pub struct Metrics {
     pub destination_delivery_duration: Family<DestinationLabels, Histogram, HistogramFn>,
     pub destination_pending: Family<DestinationLabels, Gauge>,
     pub destination_state: Family<DestinationLabels, Gauge>,
+    pub destination_ordered_held: Family<DestinationLabels, Gauge>,
+    pub destination_ordered_owner: Family<DestinationLabels, Gauge>,
 }
 
 /// A destination's id: bounded by the destinations configured, never an event id.
@@ -214,6 +216,18 @@ impl Metrics {
             "A destination's state: 0 active, 1 paused, 2 tripped (circuit breaker open)",
             destination_state.clone(),
         );
+        let destination_ordered_held = Family::<DestinationLabels, Gauge>::default();
+        registry.register(
+            "destination_ordered_held",
+            "Events an ordered destination's owner holds (waiting for their turn, or in delivery), by destination",
+            destination_ordered_held.clone(),
+        );
+        let destination_ordered_owner = Family::<DestinationLabels, Gauge>::default();
+        registry.register(
+            "destination_ordered_owner",
+            "1 while this process owns (delivers) an ordered destination, else 0",
+            destination_ordered_owner.clone(),
+        );
         Arc::new(Metrics {
             registry,
             ingest_requests,
@@ -236,6 +250,8 @@ impl Metrics {
             destination_delivery_duration,
             destination_pending,
             destination_state,
+            destination_ordered_held,
+            destination_ordered_owner,
         })
     }
 

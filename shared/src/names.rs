@@ -11,6 +11,11 @@ pub const DLQ_STREAM: &str = "HOOKLINE_DLQ";
 
 pub const RAW_SUBJECTS: &str = "hookline.raw.>";
 pub const EVENTS_SUBJECTS: &str = "hookline.events.>";
+/// Also in `HOOKLINE_EVENTS`: the normalizers' watermarks, read by ordered destinations.
+pub const ORDER_SUBJECTS: &str = "hookline.order.>";
+/// A watermark: `{"raw_ack_floor": N}`, stored after every event of raw sequence up to N (the
+/// normalizers' ack floor when it was written).
+pub const ORDER_WATERMARK_SUBJECT: &str = "hookline.order.watermark";
 pub const DLQ_SUBJECTS: &str = "hookline.dlq.>";
 
 /// The JetStream KV bucket that mirrors channel configurations for ingest.
@@ -18,6 +23,8 @@ pub const CHANNELS_BUCKET: &str = "hookline_channels";
 
 /// The JetStream KV bucket that mirrors destinations for the forwarders.
 pub const DESTINATIONS_BUCKET: &str = "hookline_destinations";
+/// Which forwarder process delivers each ordered destination (a lease per destination id).
+pub const ORDER_LEASES_BUCKET: &str = "hookline_order_leases";
 /// Destinations' shared circuit-breaker state, keyed by destination id (absent: active).
 pub const DESTINATION_STATE_BUCKET: &str = "hookline_destination_state";
 

@@ -1,6 +1,7 @@
 //! `hookline bench ingest|baseline|e2e`: load against ingest (its own nats-server, or a URL), the
 //! same load against the thinnest possible path for a ratio, and end to end with N processes per
-//! worker role and an optional fault, reported with a ledger. `--json` prints one object per run;
+//! worker role and an optional fault, reported with a ledger; `e2e --ordering conversation`
+//! compares an ordered destination with its unordered twin. `--json` prints one object per run;
 //! `--plot FILE.svg` draws the timeline.
 
 use std::net::SocketAddr;
@@ -138,6 +139,81 @@ pub async fn e2e(load: BenchLoad, normalizers: usize, forwarders: usize, fault: 
     }
     if report.ledger.lost > 0 {
         anyhow::bail!("{} event(s) of webhooks answered 200 were neither delivered nor dead-lettered", report.ledger.lost);
+    }
+    Ok(())
+}
+
+/// The shape of `e2e --ordering conversation`.
+pub struct Conversations {
+    pub conversations: usize,
+    pub messages: usize,
+    pub fail_ratio: Option<f64>,
+    pub destinations: usize,
+}
+
+/// `e2e --ordering conversation`: an ordered destination and its unordered twin in one run.
+pub async fn ordered(
+    load: BenchLoad,
+    normalizers: usize,
+    forwarders: usize,
+    fault: Option<Fault>,
+    shape: Conversations,
+) -> anyhow::Result<()> {
+    let base = load.options()?;
+    if normalizers == 0 || forwarders == 0 || normalizers > 16 || forwarders > 16 {
+        anyhow::bail!("--normalizers and --forwarders must be 1 to 16");
+    }
+    if shape.conversations == 0 || shape.conversations > 100_000 || shape.messages == 0 || shape.messages > 10_000 {
+        anyhow::bail!("--conversations must be 1 to 100000 and --messages 1 to 10000");
+    }
+    if shape.fail_ratio.is_some_and(|r| !(0.0..1.0).contains(&r)) {
+        anyhow::bail!("--fail-ratio must be at least 0 and below 1");
+    }
+    if shape.destinations != 1 {
+        anyhow::bail!("--destinations does not go with --ordering conversation (its two destinations are ordered and unordered)");
+    }
+    let kill_forwarder = match fault {
+        None => false,
+        Some(Fault::ForwarderKill) => true,
+        Some(other) => anyhow::bail!("--ordering conversation takes --fault forwarder-kill only (and --fail-ratio), not {other:?}"),
+    };
+    let opts = hookline_bench::ordered::OrderedOptions {
+        conversations: shape.conversations,
+        messages: shape.messages,
+        concurrency: base.concurrency,
+        normalizers,
+        forwarders,
+        fail_ratio: shape.fail_ratio,
+        kill_forwarder,
+        max_duration: base.duration.max(Duration::from_secs(1)),
+        binary: None,
+        fsync: base.fsync,
+    };
+    let report = hookline_bench::ordered::run(&opts).await.map_err(anyhow::Error::msg)?;
+    if load.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "ordered delivery: {} conversations x {} messages, {} answered 200 in {:.1} s; {} dead-lettered",
+            report.conversations, report.messages_per_conversation, report.answered_200, report.sending_s, report.dead_lettered
+        );
+        for f in [&report.ordered, &report.unordered] {
+            println!(
+                "  {:<10} {:>8.0} events/s delivered  {}/{} messages ({} missing)  out of order: {} deliveries in {} conversations  adjacent repeats: {}",
+                f.destination, f.events_per_second, f.delivered, f.expected, f.missing, f.out_of_order, f.conversations_out_of_order, f.adjacent_repeats
+            );
+        }
+        println!("  ordered / unordered: {:.2}", report.ratio);
+        for n in &report.notes {
+            println!("  note: {n}");
+        }
+    }
+    if report.ordered.missing > 0 || report.ordered.out_of_order > 0 {
+        anyhow::bail!(
+            "the ordered destination missed {} messages and got {} out of order",
+            report.ordered.missing,
+            report.ordered.out_of_order
+        );
     }
     Ok(())
 }

@@ -7,6 +7,8 @@
 //! or deleted takes effect within a second, with no restart and without Postgres.
 
 pub mod breaker;
+pub mod lease;
+pub mod ordered;
 pub mod rate;
 pub mod registry;
 
@@ -28,6 +30,8 @@ pub struct Buckets {
     pub destinations: kv::Store,
     pub state: kv::Store,
     pub processes: kv::Store,
+    /// Who delivers each ordered destination.
+    pub leases: kv::Store,
 }
 
 pub async fn buckets(js: &jetstream::Context, config: &Config) -> Result<Buckets, ForwarderError> {
@@ -52,6 +56,17 @@ pub async fn buckets(js: &jetstream::Context, config: &Config) -> Result<Buckets
                 description: "live hookline forwarder processes",
                 history: 1,
                 max_age: Duration::from_secs(5),
+                replicas,
+            },
+        )
+        .await?,
+        leases: js_setup::kv_bucket(
+            js,
+            BucketSpec {
+                name: lease::LEASES_BUCKET,
+                description: "which hookline forwarder process delivers each ordered destination",
+                history: 1,
+                max_age: lease::TTL,
                 replicas,
             },
         )
@@ -112,9 +127,9 @@ pub async fn run(
     }
     let processes = rate::Processes::default();
     let instance = format!("{}-{}", std::process::id(), hookline_shared::servers::random_hex(6));
-    let heartbeat = tokio::spawn(processes.clone().run(buckets.processes.clone(), instance, shutdown.clone()));
+    let heartbeat = tokio::spawn(processes.clone().run(buckets.processes.clone(), instance.clone(), shutdown.clone()));
 
-    let registry = registry::Registry::new(js, config.clone(), metrics, keyring, buckets, processes);
+    let registry = registry::Registry::new(js, config.clone(), metrics, keyring, buckets, processes, instance);
     registry.run(shutdown).await;
     let _ = heartbeat.await;
     let _ = client.flush().await;

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use hookline_shared::config::Config;
 use hookline_shared::crypto::Keyring;
-use hookline_shared::destination::{Destination, DestinationDecl, DestinationRecord, DEFAULT_DESTINATION_ID};
+use hookline_shared::destination::{Destination, DestinationDecl, DestinationRecord, Ordering, DEFAULT_DESTINATION_ID};
 use hookline_shared::metrics::{ConsumerLabels, DestinationLabels, Metrics};
 use hookline_shared::names;
 
@@ -54,6 +54,7 @@ pub struct Registry {
     keyring: Option<Arc<Keyring>>,
     buckets: Buckets,
     processes: Processes,
+    instance: String,
     running: HashMap<String, Running>,
     stopping: Vec<JoinHandle<()>>,
 }
@@ -66,8 +67,9 @@ impl Registry {
         keyring: Option<Arc<Keyring>>,
         buckets: Buckets,
         processes: Processes,
+        instance: String,
     ) -> Self {
-        Registry { js, config, metrics, keyring, buckets, processes, running: HashMap::new(), stopping: Vec::new() }
+        Registry { js, config, metrics, keyring, buckets, processes, instance, running: HashMap::new(), stopping: Vec::new() }
     }
 
     /// Runs every destination until `shutdown`, then waits for their workers to finish.
@@ -174,6 +176,8 @@ impl Registry {
             metrics: self.metrics.clone(),
             state: self.buckets.state.clone(),
             processes: self.processes.clone(),
+            leases: self.buckets.leases.clone(),
+            instance: self.instance.clone(),
         };
         let task = tokio::spawn(context.run(destination, stop.clone()));
         self.running.insert(id, Running { revision, stop, task });
@@ -187,6 +191,8 @@ struct Starting {
     metrics: Arc<Metrics>,
     state: kv::Store,
     processes: Processes,
+    leases: kv::Store,
+    instance: String,
 }
 
 impl Starting {
@@ -241,7 +247,11 @@ impl Starting {
             }
         };
         let lag = tokio::spawn(report_lag(consumer.clone(), id.clone(), self.metrics.clone(), stop.clone()));
-        worker.run(consumer, stop).await;
+        if worker.destination.ordering == Ordering::Conversation {
+            super::ordered::run(worker, consumer, self.leases, self.instance, stop).await;
+        } else {
+            worker.run(consumer, stop).await;
+        }
         let _ = lag.await;
     }
 }
