@@ -418,3 +418,87 @@ async fn a_rate_limit_holds_for_the_destination_as_a_whole_across_three_processe
     assert!((17.0..=23.0).contains(&rate), "{rate:.1} deliveries/s with a limit of 20/s across three processes (within 15 %)");
     stack.stop().await;
 }
+
+/// An event of conversation `conversation` as the normalizer stores it: raw sequence `raw_seq`.
+fn conversation_event(conversation: &str, n: usize, raw_seq: u64) -> (String, String, Vec<u8>) {
+    let id = format!("evt_{conversation}_{n}");
+    let (subject, body) = event(
+        &id,
+        "t1",
+        "whatsapp",
+        "whatsapp",
+        "message",
+        serde_json::json!({
+            "conversation": {"id": conversation, "type": "direct"},
+            "message": {"id": format!("wamid.{conversation}.{n}"), "type": "text", "text": format!("m{n}")},
+            "raw": {"subject": "hookline.raw.whatsapp.whatsapp-ch", "seq": raw_seq, "index": 0},
+        }),
+    );
+    (id, subject, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ordered_destinations_failing_head_holds_only_its_conversation_until_dead_lettered_then_releases_it() {
+    let mut stack = Stack::start(&[]).await;
+    let target = Target::start(&[SECRET_A]).await;
+    stack.spawn_forwarder();
+    stack.put(spec("ordered", &target.url, SECRET_A, serde_json::json!({"ordering": "conversation", "retry_schedule_s": [1, 1]}))).await;
+    stack.consumer_ready("ordered").await;
+    // The head of conversation x fails every attempt; 50 other conversations, 3 messages each.
+    let (head, subject, body) = conversation_event("x", 0, 1);
+    target.fail_event(&head);
+    let published = Instant::now();
+    publish(&stack.js, subject, body, &head).await;
+    let mut raw = 1;
+    let mut others: Vec<Vec<String>> = vec![Vec::new(); 50];
+    let mut rest_of_x = Vec::new();
+    for n in 0..3 {
+        for (c, ids) in others.iter_mut().enumerate() {
+            raw += 1;
+            let (id, subject, body) = conversation_event(&format!("c{c}"), n, raw);
+            publish(&stack.js, subject, body, &id).await;
+            ids.push(id);
+        }
+        if n > 0 {
+            raw += 1;
+            let (id, subject, body) = conversation_event("x", n, raw);
+            publish(&stack.js, subject, body, &id).await;
+            rest_of_x.push(id);
+        }
+    }
+    // What a normalizer writes once every raw message up to `raw` is normalized.
+    stack
+        .js
+        .publish(names::ORDER_WATERMARK_SUBJECT, format!("{{\"raw_ack_floor\":{raw}}}").into())
+        .await
+        .expect("publish")
+        .await
+        .expect("ack");
+
+    let everything = 50 * 3 + 2;
+    wait_for("every message but the head delivered", Duration::from_secs(30), || async {
+        let ids = target.ids();
+        (others.iter().flatten().chain(&rest_of_x).filter(|id| ids.contains(*id)).count() == everything).then_some(())
+    })
+    .await;
+    let received = target.received();
+    let at = |id: &str| received.iter().filter(|r| r.event_id == id).map(|r| r.at).collect::<Vec<_>>();
+    let head_attempts = at(&head);
+    assert_eq!(head_attempts.len(), 3, "the head is tried on the destination's schedule: 3 attempts");
+    let last_head_attempt = *head_attempts.last().expect("attempts");
+    // The other conversations did not wait for the failing head: all in before its last attempt,
+    // each in order.
+    for ids in &others {
+        let times: Vec<Instant> = ids.iter().map(|id| at(id)[0]).collect();
+        assert!(times.windows(2).all(|w| w[0] <= w[1]), "a conversation out of order: {ids:?}");
+        assert!(times.iter().all(|t| *t < last_head_attempt), "a conversation waited for another's failing head");
+    }
+    let slowest = others.iter().flatten().map(|id| at(id)[0] - published).max().unwrap_or_default();
+    eprintln!("the other conversations' slowest delivery: {slowest:?}; the head's last attempt at {:?}", last_head_attempt - published);
+    // Conversation x waited for its head until the dead letter, then followed in order.
+    let (x1, x2) = (at(&rest_of_x[0])[0], at(&rest_of_x[1])[0]);
+    assert!(x1 > last_head_attempt && x2 > x1, "conversation x must follow its dead-lettered head, in order");
+    assert_eq!(stack.dlq_count().await, 1, "the head is dead-lettered, nothing else");
+    assert_eq!(received.iter().filter(|r| r.event_id == rest_of_x[0]).count(), 1);
+    stack.stop().await;
+}

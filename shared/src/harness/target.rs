@@ -31,6 +31,8 @@ pub struct Target {
     secrets: Vec<Vec<u8>>,
     received: Mutex<Vec<Received>>,
     status: AtomicU16,
+    /// Events answered 500 whatever `status` says.
+    failing: Mutex<BTreeSet<String>>,
 }
 
 fn key(secret: &str) -> Vec<u8> {
@@ -45,6 +47,7 @@ impl Target {
             secrets: secrets.iter().map(|s| key(s)).collect(),
             received: Mutex::new(Vec::new()),
             status: AtomicU16::new(200),
+            failing: Mutex::new(BTreeSet::new()),
         });
         let t = target.clone();
         tokio::spawn(async move {
@@ -58,9 +61,11 @@ impl Target {
                             let headers: Vec<(String, String)> =
                                 req.headers().iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())).collect();
                             let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                            t.record(headers, &body);
+                            let event_id = t.record(headers, &body);
+                            let failing = t.failing.lock().unwrap_or_else(|p| p.into_inner()).contains(&event_id);
+                            let status = if failing { 500 } else { t.status.load(Ordering::Acquire) };
                             let mut response = hyper::Response::new(Full::new(Bytes::new()));
-                            *response.status_mut() = hyper::StatusCode::from_u16(t.status.load(Ordering::Acquire)).unwrap_or_default();
+                            *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or_default();
                             Ok::<_, std::convert::Infallible>(response)
                         }
                     });
@@ -71,7 +76,8 @@ impl Target {
         target
     }
 
-    fn record(&self, headers: Vec<(String, String)>, body: &[u8]) {
+    /// Records a request; its event id.
+    fn record(&self, headers: Vec<(String, String)>, body: &[u8]) -> String {
         let get = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default();
         let (id, ts, sigs) = (get("webhook-id"), get("webhook-timestamp"), get("webhook-signature"));
         let signed = [id.as_bytes(), b".", ts.as_bytes(), b".", body].concat();
@@ -89,7 +95,13 @@ impl Target {
             .collect();
         let event_id =
             serde_json::from_slice::<serde_json::Value>(body).ok().and_then(|v| v["id"].as_str().map(str::to_string)).unwrap_or_default();
-        self.received.lock().unwrap_or_else(|p| p.into_inner()).push(Received { event_id, at: Instant::now(), valid_signatures, headers });
+        self.received.lock().unwrap_or_else(|p| p.into_inner()).push(Received {
+            event_id: event_id.clone(),
+            at: Instant::now(),
+            valid_signatures,
+            headers,
+        });
+        event_id
     }
 
     pub fn received(&self) -> Vec<Received> {
@@ -98,6 +110,11 @@ impl Target {
 
     pub fn ids(&self) -> BTreeSet<String> {
         self.received().into_iter().map(|r| r.event_id).filter(|id| !id.is_empty()).collect()
+    }
+
+    /// Answers 500 to the event `id` from now on, whatever the status.
+    pub fn fail_event(&self, id: &str) {
+        self.failing.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_string());
     }
 
     pub fn set_status(&self, status: u16) {
