@@ -49,6 +49,10 @@ use crate::routes;
         crate::operations::show_dlq,
         crate::operations::redrive_dlq,
         crate::operations::purge_dlq,
+        crate::replays::start_replay,
+        crate::replays::show_replay,
+        crate::overview::overview_route,
+        crate::overview::channel_activity_route,
     ),
     components(schemas(
         CreateChannel,
@@ -73,6 +77,15 @@ use crate::routes;
         meta::PageSetup,
         twilio::TwilioSetup,
         paste::PasteSetup,
+        crate::overview::Overview,
+        crate::overview::ScopeView,
+        crate::overview::StreamView,
+        crate::overview::ConsumerView,
+        crate::overview::DestinationOverview,
+        crate::overview::DeadLetterCounts,
+        crate::overview::ReasonCount,
+        crate::overview::ChannelActivity,
+        crate::replays::RunView,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -115,6 +128,10 @@ mod tests {
             "/api/v1/destinations/{id}/test",
             "/api/v1/integrations/{platform}/setup",
             "/api/v1/openapi.json",
+            "/api/v1/overview",
+            "/api/v1/channels/{id}/activity",
+            "/api/v1/replays",
+            "/api/v1/replays/{run_id}",
         ] {
             assert!(paths.contains_key(p), "{p} missing");
         }

@@ -1,7 +1,7 @@
 //! The HTTP server: `AppState`, the router (the API under `/api/v1` behind the bearer check,
-//! `/healthz`, `/readyz`, `/metrics` beside it), the request observer (metrics and one log line
-//! per request, never a body or a header), and `run`, which wires Postgres, the mirror and the
-//! server together and drains on shutdown.
+//! `/healthz`, `/readyz`, `/metrics` beside it), the request
+//! observer (metrics and one log line per request, never a body or a header), and `run`, which
+//! wires Postgres, the mirror and the server together and drains on shutdown.
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
@@ -51,6 +51,8 @@ pub struct AppState {
     pub destination_states: destinations::state::StateReader,
     /// Delivers the synthetic event of `POST /api/v1/destinations/{id}/test`.
     pub prober: destinations::probe::Prober,
+    /// Replays running in the background (`POST /api/v1/replays`).
+    pub replays: crate::replays::Runs,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -76,6 +78,10 @@ pub fn router(state: SharedState) -> Router {
         .route("/dlq/redrive", post(crate::operations::redrive_dlq))
         .route("/dlq/purge", post(crate::operations::purge_dlq))
         .route("/dlq/{seq}", get(crate::operations::show_dlq))
+        .route("/replays", post(crate::replays::start_replay))
+        .route("/replays/{run_id}", get(crate::replays::show_replay))
+        .route("/overview", get(crate::overview::overview_route))
+        .route("/channels/{id}/activity", get(crate::overview::channel_activity_route))
         .fallback(routes::api_not_found)
         .method_not_allowed_fallback(routes::api_method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
@@ -212,6 +218,7 @@ pub async fn run(
         destination_states: destinations::state::StateReader::new(jetstream.clone()),
         prober,
         jetstream,
+        replays: crate::replays::Runs::default(),
     });
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "setup-api listening");
