@@ -1,5 +1,5 @@
 //! The HTTP server: `AppState`, the router (the API under `/api/v1` behind the bearer check,
-//! `/healthz`, `/readyz`, `/metrics` beside it), the request
+//! the console under `/console`, `/healthz`, `/readyz`, `/metrics` beside it), the request
 //! observer (metrics and one log line per request, never a body or a header), and `run`, which
 //! wires Postgres, the mirror and the server together and drains on shutdown.
 
@@ -87,6 +87,9 @@ pub fn router(state: SharedState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .nest("/api/v1", api)
+        // The operator console: its page and assets, outside the bearer check (they hold no
+        // data; every call the page makes goes to /api/v1 with the operator's token).
+        .merge(hookline_console::router())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
