@@ -332,12 +332,12 @@ async fn the_console_signs_in_renders_every_page_without_browser_errors_and_sign
     browser.click("#nav a[data-page=destinations]").await;
     browser.wait_text("table.destinations", "crm").await;
     browser.wait_text("table.destinations", "active").await;
-    browser.click("table.destinations tr[data-key=crm] button.quiet").await;
+    browser.click("table.destinations tr[data-key=crm] button.pause").await;
     browser.wait_text("#confirm-title", "Pause crm?").await;
     browser.click("#confirm-ok").await;
     browser.wait_text("table.destinations tr[data-key=crm]", "paused").await;
     assert_eq!(stack.api.get("/api/v1/destinations/crm").await.json()["paused"], true);
-    browser.click("table.destinations tr[data-key=crm] button.small").await;
+    browser.click("table.destinations tr[data-key=crm] button.resume").await;
     browser.wait_text("table.destinations tr[data-key=crm]", "active").await;
     browser.screenshot("destinations").await;
     browser.assert_no_console_errors("the destinations page").await;
@@ -441,4 +441,87 @@ async fn a_dead_letter_is_redriven_from_the_dead_letter_page_after_a_dry_run_cou
     assert_eq!(left.as_array().map(Vec::len), Some(1), "{left}");
     assert_eq!(left[0]["reason"], "attempts_exhausted");
     browser.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn channels_and_destinations_are_managed_from_their_pages() {
+    let stack = Stack::start(Options::default()).await;
+    let _js = streams(&stack).await;
+    let signing = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let target = hookline_shared::harness::target::Target::start(&[signing]).await;
+    let browser = Browser::start(&stack.api.base).await;
+    browser.sign_in(TOKEN).await;
+
+    // A channel by hand: the form, then the list with its webhook URL.
+    browser.click("#nav a[data-page=channels]").await;
+    browser.wait_text("#channel-list", "No channel yet").await;
+    browser.fill("#create-channel input[name=tenant_id]", "acme").await;
+    browser.fill("#create-channel input[name=name]", "Web chat").await;
+    browser
+        .client
+        .find(Locator::Css("#create-channel select[name=source]"))
+        .await
+        .expect("source")
+        .select_by_value("webchat")
+        .await
+        .expect("select");
+    let channel_secret = secret("whsec_Q2hhbm5lbFNlY3JldEZvckNvbnNvbGUwMTIz");
+    browser.fill("#create-channel input[name=secret]", &channel_secret).await;
+    browser.click("#create-channel button[type=submit]").await;
+    browser.wait_text("#flash", "created").await;
+    browser.wait_text("table.channels", "Web chat").await;
+    let listed = stack.api.get("/api/v1/channels").await.json();
+    let channel = &listed["channels"][0];
+    let id = channel["id"].as_str().expect("id").to_string();
+    assert_eq!((channel["tenant_id"].as_str(), channel["source"].as_str()), (Some("acme"), Some("webchat")), "{listed}");
+    browser.wait_text(&format!("table.channels tr[data-key={id}]"), channel["webhook_url"].as_str().expect("url")).await;
+    browser.wait_text(&format!("table.channels tr[data-key={id}] .last-webhook"), "never").await;
+    // The secret the operator typed is gone from the form.
+    assert_eq!(browser.js("return document.querySelector('#create-channel input[name=secret]').value").await, "");
+
+    // Rotate its secret: the form, the confirmation naming the channel and the grace period.
+    browser.click(&format!("table.channels tr[data-key={id}] button.rotate")).await;
+    let rotated = secret("whsec_Um90YXRlZFNlY3JldEZvckNvbnNvbGUwMTIz");
+    browser.fill("#rotate-channel input[name=secret]", &rotated).await;
+    browser.fill("#rotate-channel input[name=previous_valid_for_s]", "60").await;
+    browser.click("#rotate-channel button[type=submit]").await;
+    browser.wait_text("#confirm-list", &id).await;
+    browser.wait_text("#confirm-list", "60 s").await;
+    browser.click("#confirm-ok").await;
+    browser.wait_text("#flash", "rotated").await;
+    let after = stack.api.get(&format!("/api/v1/channels/{id}")).await.json();
+    assert!(after["previous_secret_expires_at"].is_string(), "{after}");
+
+    // A destination: the form with a generated secret, a test delivery, the target's answer.
+    browser.click("#nav a[data-page=destinations]").await;
+    browser.fill("#create-destination input[name=id]", "billing").await;
+    browser.fill("#create-destination input[name=tenant_id]", "acme").await;
+    browser.fill("#create-destination input[name=url]", &target.url).await;
+    browser.fill("#create-destination input[name=signing_secret]", signing).await;
+    browser.fill("#create-destination textarea[name=filter]", r#"{"kind": ["payment"]}"#).await;
+    browser.click("#create-destination button[type=submit]").await;
+    browser.wait_text("table.destinations tr[data-key=billing]", "active").await;
+    let billing = stack.api.get("/api/v1/destinations/billing").await.json();
+    assert_eq!(billing["filter"], json!({"kind": ["payment"]}));
+    browser.click("table.destinations tr[data-key=billing] button.test").await;
+    browser.wait_text("#test-result", "answered 200").await;
+    assert_eq!(target.received().len(), 1, "the test delivery reached the target");
+    assert_eq!(target.received()[0].valid_signatures.len(), 1, "signed with the secret typed");
+    browser.assert_no_console_errors("managing channels and destinations").await;
+
+    // Delete both, each after a confirmation naming it.
+    browser.click("table.destinations tr[data-key=billing] button.delete").await;
+    browser.wait_text("#confirm-list", &target.url).await;
+    browser.click("#confirm-ok").await;
+    browser.wait_text("#destination-list", "No destination yet").await;
+    assert_eq!(stack.api.get("/api/v1/destinations/billing").await.status, 404);
+    browser.click("#nav a[data-page=channels]").await;
+    browser.click(&format!("table.channels tr[data-key={id}] button.delete")).await;
+    browser.wait_text("#confirm-title", &format!("Delete channel {id}?")).await;
+    browser.click("#confirm-ok").await;
+    browser.wait_text("#channel-list", "No channel yet").await;
+    assert_eq!(stack.api.get(&format!("/api/v1/channels/{id}")).await.status, 404);
+    browser.assert_no_console_errors("deleting").await;
+    browser.stop().await;
+    assert_logs_clean();
 }

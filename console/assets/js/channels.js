@@ -137,7 +137,7 @@ export async function render(main, ctx) {
           { title: "Channel", value: (c) => el("span", {}, el("code", {}, c.id), c.name ? el("div", { class: "muted" }, c.name) : "") },
           { title: "Tenant", value: (c) => c.tenant_id },
           { title: "Platform", value: (c) => `${c.platform}${c.source !== c.platform ? ` (${c.source})` : ""}${c.default ? " · default" : ""}` },
-          { title: "Webhook URL", value: (c) => el("div", { class: "url" }, el("code", {}, c.webhook_url), el("button", { type: "button", class: "small quiet", onclick: () => copy(c.webhook_url) }, "Copy")) },
+          { title: "Webhook URL", value: (c) => el("div", { class: "url" }, el("code", {}, c.webhook_url), el("button", { type: "button", class: "small quiet copy", onclick: () => copy(c.webhook_url) }, "Copy")) },
           {
             title: "Last webhook",
             value: (c) => {
@@ -152,8 +152,8 @@ export async function render(main, ctx) {
               el(
                 "div",
                 { class: "actions" },
-                el("button", { type: "button", class: "small quiet", onclick: () => { const old = document.getElementById("rotate-channel"); if (old) old.remove(); below.prepend(rotateForm(c, load)); } }, "Rotate secret"),
-                el("button", { type: "button", class: "small danger", onclick: () => remove(c, load) }, "Delete"),
+                el("button", { type: "button", class: "small quiet rotate", onclick: () => { const old = document.getElementById("rotate-channel"); if (old) old.remove(); below.prepend(rotateForm(c, load)); } }, "Rotate secret"),
+                el("button", { type: "button", class: "small danger delete", onclick: () => remove(c, load) }, "Delete"),
               ),
           },
         ],

@@ -74,10 +74,10 @@ export async function render(main, ctx) {
                 "div",
                 { class: "actions" },
                 d.paused
-                  ? el("button", { type: "button", class: "small", onclick: () => act(d, "resume", load) }, "Resume")
-                  : el("button", { type: "button", class: "small quiet", onclick: () => act(d, "pause", load) }, "Pause"),
-                el("button", { type: "button", class: "small quiet", onclick: () => test(d, result) }, "Test"),
-                el("button", { type: "button", class: "small danger", onclick: () => remove(d, load) }, "Delete"),
+                  ? el("button", { type: "button", class: "small resume", onclick: () => act(d, "resume", load) }, "Resume")
+                  : el("button", { type: "button", class: "small quiet pause", onclick: () => act(d, "pause", load) }, "Pause"),
+                el("button", { type: "button", class: "small quiet test", onclick: () => test(d, result) }, "Test"),
+                el("button", { type: "button", class: "small danger delete", onclick: () => remove(d, load) }, "Delete"),
               ),
           },
         ],
