@@ -159,6 +159,10 @@ pub struct SetupApiConfig {
     pub telegram_api_url: String,
     pub graph_api_url: String,
     pub twilio_api_url: String,
+    /// Failed authentications answered per client address and minute before 429.
+    pub auth_failures_per_minute: u32,
+    /// Lets tenant tokens write destinations to loopback, private and link-local addresses.
+    pub allow_private_destinations: bool,
 }
 
 /// A list of secrets, from a list or from one comma-separated string.
@@ -391,6 +395,9 @@ impl Config {
             ("setup_api.twilio_api_url", &self.setup_api.twilio_api_url),
         ] {
             validate_http_url(url).map_err(|m| ConfigError::new(key, m))?;
+        }
+        if self.setup_api.auth_failures_per_minute == 0 {
+            return Err(ConfigError::new("setup_api.auth_failures_per_minute", "at least 1"));
         }
         if self.setup_api.tokens.iter().any(|t| t.expose().len() < 16) {
             return Err(ConfigError::new("setup_api.tokens", "each token must be at least 16 characters"));
