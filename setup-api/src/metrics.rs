@@ -103,7 +103,11 @@ impl ApiMetrics {
         let platform_calls = Family::<PlatformLabels, Counter>::default();
         registry.register("platform_calls", "Calls of the setup helpers to platform APIs, by platform and outcome", platform_calls.clone());
         let auth_failures = Counter::default();
-        registry.register("setup_api_auth_failures", "Requests refused for a missing, unknown or revoked token (401, or 429 past the limit)", auth_failures.clone());
+        registry.register(
+            "setup_api_auth_failures",
+            "Requests refused for a missing, unknown or revoked token (401, or 429 past the limit)",
+            auth_failures.clone(),
+        );
         Arc::new(ApiMetrics {
             registry,
             requests,

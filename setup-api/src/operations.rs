@@ -40,7 +40,14 @@ async fn check_destination(state: &SharedState, scope: &Scope, destination: Opti
 }
 
 /// The audit entry of an operation on the streams (its own transaction: nothing else is written).
-async fn audit_operation(state: &SharedState, writer: &Writer, action: &str, resource_id: &str, tenant: Option<&str>, body: &[u8]) -> Result<(), ApiError> {
+async fn audit_operation(
+    state: &SharedState,
+    writer: &Writer,
+    action: &str,
+    resource_id: &str,
+    tenant: Option<&str>,
+    body: &[u8],
+) -> Result<(), ApiError> {
     let mut conn = state.pool.acquire().await?;
     let entry = Entry { action, resource_type: "operation", resource_id, tenant_id: tenant, fields: audit::fields_of_bytes(body) };
     audit::record(&mut conn, writer, entry).await.map_err(ApiError::from)
@@ -155,7 +162,11 @@ pub async fn list_dlq(
     params(("seq" = u64, Path, description = "The dead letter's sequence in HOOKLINE_DLQ")),
     responses((status = 200, description = "The dead letter with its headers and body", body = Object), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody))
 )]
-pub async fn show_dlq(State(state): State<SharedState>, scope: Scope, Path(seq): Path<u64>) -> Result<Json<dlq::DeadLetterDetail>, ApiError> {
+pub async fn show_dlq(
+    State(state): State<SharedState>,
+    scope: Scope,
+    Path(seq): Path<u64>,
+) -> Result<Json<dlq::DeadLetterDetail>, ApiError> {
     match dlq::show(&state.jetstream, seq).await.map_err(ops_error)? {
         Some(detail) if scope.allows_tenant(detail.letter.tenant.as_deref()) => Ok(Json(detail)),
         _ => Err(ApiError::not_found(format!("no dead letter {seq}"))),
@@ -202,7 +213,11 @@ pub async fn redrive_dlq(
     request_body(content = Object, description = "`{\"stage\", \"reason\", \"seqs\": [..], \"selection\": {...}, \"limit\", \"dry_run\"}`"),
     responses((status = 200, description = "`{dry_run, purged}`", body = Object), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody))
 )]
-pub async fn purge_dlq(State(state): State<SharedState>, scope: Scope, body: axum::body::Bytes) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn purge_dlq(
+    State(state): State<SharedState>,
+    scope: Scope,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let writer = scope.writer()?;
     let mut action: DlqAction = serde_json::from_slice(&body).map_err(|e| ApiError::bad_json(format!("not a purge request: {e}")))?;
     if !narrow(&scope, &mut action.filter.selection) {

@@ -89,7 +89,11 @@ fn view(row: TokenRow) -> TokenView {
         (status = 422, body = ErrorBody),
     )
 )]
-pub async fn create_token(State(state): State<SharedState>, scope: Scope, Body(body): Body) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
+pub async fn create_token(
+    State(state): State<SharedState>,
+    scope: Scope,
+    Body(body): Body,
+) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
     scope.require_admin("manage tokens")?;
     let writer = scope.writer()?;
     let req: CreateToken = validate::parse_body(&body, CREATE_FIELDS)?;

@@ -82,7 +82,8 @@ async fn crud_with_the_contracts_answers() {
 
 #[tokio::test]
 async fn bad_input_unknown_ids_duplicates_and_missing_tokens() {
-    let stack = Stack::start(Options::default()).await;
+    // 27 refused tokens below: more than the default limit of failed authentications a minute.
+    let stack = Stack::start(Options { extra: &[("HOOKLINE_SETUP_API__AUTH_FAILURES_PER_MINUTE", "100")], ..Default::default() }).await;
     let api = &stack.api;
     let s = secret("meta-app-secret-errors-2");
 

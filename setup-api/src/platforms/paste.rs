@@ -10,11 +10,11 @@ use utoipa::ToSchema;
 use hookline_shared::{Secret, Source};
 
 use super::{common_checks, Paste, SetupResult, MIRROR_WAIT};
+use crate::auth::Writer;
 use crate::error::ApiError;
 use crate::ids;
 use crate::model::{webhook_url, ChannelView};
 use crate::server::AppState;
-use crate::auth::Writer;
 use crate::service::{self, NewChannel};
 use crate::validate::{self, Fields, Rule};
 

@@ -10,10 +10,10 @@ use utoipa::ToSchema;
 use hookline_shared::{Secret, Source};
 
 use super::{common_checks, point_platform, text, Call, SetupResult};
+use crate::auth::Writer;
 use crate::error::ApiError;
 use crate::model::{webhook_url, ChannelView};
 use crate::server::AppState;
-use crate::auth::Writer;
 use crate::service::{self, NewChannel};
 use crate::validate::{self, Fields, Rule};
 
