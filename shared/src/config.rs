@@ -497,11 +497,12 @@ impl Config {
 }
 
 /// Variables with the `HOOKLINE_` prefix that are not configuration: the paths the scripts export
-/// for the harness and `up`, and the service links Kubernetes injects for services whose name
+/// for the harness and `up`, where `hookline tokens` finds the setup API and its admin token
+/// (`HOOKLINE_SETUP_API_URL`, `HOOKLINE_SETUP_API_TOKEN`), and the service links Kubernetes injects for services whose name
 /// starts with `hookline` (`HOOKLINE_INGEST_SERVICE_HOST`, `HOOKLINE_INGEST_PORT_8080_TCP`, ...).
 /// Every other `HOOKLINE_*` variable must name a key, so a typo stops the process.
 fn is_configuration_variable(rest: &str) -> bool {
-    const TOOLS: [&str; 2] = ["NATS_SERVER", "PG_BIN"];
+    const TOOLS: [&str; 4] = ["NATS_SERVER", "PG_BIN", "SETUP_API_URL", "SETUP_API_TOKEN"];
     if TOOLS.contains(&rest) {
         return false;
     }
@@ -727,6 +728,8 @@ mod tests {
             &[
                 ("HOOKLINE_NATS_SERVER", "/usr/bin/nats-server"),
                 ("HOOKLINE_PG_BIN", "/usr/lib/postgresql/15/bin"),
+                ("HOOKLINE_SETUP_API_URL", "http://127.0.0.1:8081"),
+                ("HOOKLINE_SETUP_API_TOKEN", "hlk_0123"),
                 ("HOOKLINE_INGEST_SERVICE_HOST", "10.0.0.1"),
                 ("HOOKLINE_INGEST_SERVICE_PORT", "8080"),
                 ("HOOKLINE_INGEST_PORT", "tcp://10.0.0.1:8080"),

@@ -9,6 +9,7 @@ pub mod normalizer;
 pub mod replay;
 pub mod setup_api;
 pub mod sink;
+pub mod tokens;
 pub mod up;
 
 use tokio_util::sync::CancellationToken;
