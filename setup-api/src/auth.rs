@@ -85,12 +85,12 @@ pub enum TenantSelection {
 }
 
 impl TenantSelection {
-    /// The tenant to put in a selection, or `None` for `Any`; `Err(())` for `Nothing`.
-    pub fn into_option(self) -> Result<Option<String>, ()> {
+    /// The tenant to put in a selection (`Some(None)`: every tenant); `None` for `Nothing`.
+    pub fn selection_tenant(self) -> Option<Option<String>> {
         match self {
-            TenantSelection::Any => Ok(None),
-            TenantSelection::Only(t) => Ok(Some(t)),
-            TenantSelection::Nothing => Err(()),
+            TenantSelection::Any => Some(None),
+            TenantSelection::Only(t) => Some(Some(t)),
+            TenantSelection::Nothing => None,
         }
     }
 }
@@ -202,6 +202,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Scope {
     }
 }
 
+/// `api_tokens`' id, name, tenant_id, read_only, hash.
+type StoredToken = (String, String, Option<String>, bool, Vec<u8>);
+
 /// The bootstrap tokens and the stored ones, with the short cache of lookups.
 pub struct Tokens {
     bootstrap: Vec<[u8; 32]>,
@@ -261,7 +264,7 @@ impl Tokens {
         if let Some(p) = self.cached(&presented) {
             return Ok(Authenticated::Yes(p));
         }
-        let row: Option<(String, String, Option<String>, bool, Vec<u8>)> = sqlx::query_as(
+        let row: Option<StoredToken> = sqlx::query_as(
             "UPDATE api_tokens SET last_used_at = now() WHERE hash = $1 AND revoked_at IS NULL \
              RETURNING id, name, tenant_id, read_only, hash",
         )

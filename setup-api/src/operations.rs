@@ -18,12 +18,12 @@ use crate::server::SharedState;
 /// Narrows `selection.tenant` to the caller's tenant; `false` when it asked for another's (the
 /// operation then selects nothing).
 fn narrow(scope: &Scope, selection: &mut Selection) -> bool {
-    match scope.narrow(selection.tenant.as_deref()).into_option() {
-        Ok(tenant) => {
+    match scope.narrow(selection.tenant.as_deref()).selection_tenant() {
+        Some(tenant) => {
             selection.tenant = tenant;
             true
         }
-        Err(()) => false,
+        None => false,
     }
 }
 
