@@ -418,7 +418,15 @@ fn main() -> ExitCode {
                     ReplayStreamArg::Raw => hookline_operations::replay::ReplayStream::Raw,
                     ReplayStreamArg::Events => hookline_operations::replay::ReplayStream::Events,
                 };
-                cmd::until_signal(&shutdown, cmd::replay::run(config, stream, select.into(), dry_run, rate, destination)).await
+                let selection: hookline_operations::selection::Selection = select.into();
+                let fields = serde_json::json!({"stream": format!("{stream:?}").to_lowercase(), "selection": selection, "rate_per_s": rate, "destination": destination});
+                let tenant = selection.tenant.clone();
+                let audit_config = config.clone();
+                cmd::until_signal(&shutdown, cmd::replay::run(config, stream, selection, dry_run, rate, destination)).await?;
+                if !dry_run {
+                    cmd::audit::record(&audit_config, "replay", "replay", tenant.as_deref(), fields).await;
+                }
+                Ok(())
             }
             Command::Bench { run } => {
                 let bench = async move {
@@ -442,7 +450,18 @@ fn main() -> ExitCode {
                     DlqCommand::Redrive { filter, dry_run } => (DlqAction::Redrive { dry_run }, filter),
                     DlqCommand::Purge { filter, dry_run, yes } => (DlqAction::Purge { dry_run, yes }, filter),
                 };
-                cmd::until_signal(&shutdown, cmd::dlq::run(config, action, filter.into())).await
+                let filter: hookline_operations::dlq::DlqFilter = filter.into();
+                let audited = match action {
+                    DlqAction::Redrive { dry_run: false } => Some(("dlq redrive", "redrive")),
+                    DlqAction::Purge { dry_run: false, .. } => Some(("dlq purge", "purge")),
+                    _ => None,
+                };
+                let (fields, tenant, audit_config) = (serde_json::to_value(&filter).unwrap_or_default(), filter.selection.tenant.clone(), config.clone());
+                cmd::until_signal(&shutdown, cmd::dlq::run(config, action, filter)).await?;
+                if let Some((command, what)) = audited {
+                    cmd::audit::record(&audit_config, command, what, tenant.as_deref(), fields).await;
+                }
+                Ok(())
             }
             Command::Tokens { api_url, action } => {
                 use cmd::tokens::TokensAction;

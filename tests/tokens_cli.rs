@@ -90,5 +90,26 @@ async fn tokens_are_created_listed_and_revoked_from_the_command_line() {
     assert_eq!(actions, ["revoke", "create"], "{audit}");
     assert_eq!(audit["entries"][0]["token_id"], "bootstrap-0");
     assert!(!audit.to_string().contains(&value));
+
+    // An operator command that changes the streams without the API is audited too, as `cli`.
+    let js = nats.jetstream().await;
+    hookline_shared::jetstream::ensure_streams(&js, &config.streams).await.expect("streams");
+    let replay = Command::new(env!("CARGO_BIN_EXE_hookline"))
+        .env("HOOKLINE_NATS__URL", nats.url())
+        .env("HOOKLINE_DATABASE__URL", &db)
+        .env("HOOKLINE_DATA_DIR", dir.path())
+        .env("HOOKLINE_LOG__LEVEL", "warn")
+        .args(["replay", "events", "--tenant", "acme"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("hookline runs");
+    assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
+    let audit: serde_json::Value = serde_json::from_str(
+        &http.get(format!("{api}/api/v1/audit?token=cli")).bearer_auth(ADMIN).send().await.expect("audit").text().await.expect("text"),
+    )
+    .expect("json");
+    let entry = &audit["entries"][0];
+    assert_eq!((entry["action"].as_str(), entry["tenant_id"].as_str()), (Some("replay"), Some("acme")), "{audit}");
+    assert_eq!(entry["token_name"], "hookline replay");
     shutdown.cancel();
 }

@@ -1,5 +1,6 @@
 //! One file per subcommand, and the shutdown signal they share.
 
+pub mod audit;
 pub mod bench;
 pub mod dlq;
 pub mod forwarder;
