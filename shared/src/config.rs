@@ -722,6 +722,20 @@ mod tests {
     }
 
     #[test]
+    fn token_limits_and_the_egress_switch_have_defaults_and_are_checked() {
+        let c = load(None, &[]).expect("loads");
+        assert_eq!((c.setup_api.auth_failures_per_minute, c.setup_api.allow_private_destinations), (20, false));
+        let c = load(
+            None,
+            &[("HOOKLINE_SETUP_API__ALLOW_PRIVATE_DESTINATIONS", "true"), ("HOOKLINE_SETUP_API__AUTH_FAILURES_PER_MINUTE", "5")],
+        )
+        .expect("loads");
+        assert_eq!((c.setup_api.auth_failures_per_minute, c.setup_api.allow_private_destinations), (5, true));
+        let e = load(None, &[("HOOKLINE_SETUP_API__AUTH_FAILURES_PER_MINUTE", "0")]).expect_err("zero");
+        assert_eq!(e.key, "setup_api.auth_failures_per_minute");
+    }
+
+    #[test]
     fn tool_and_kubernetes_variables_are_not_configuration_but_typos_are_refused() {
         let c = load(
             None,

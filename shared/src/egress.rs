@@ -153,15 +153,21 @@ pub fn check_addrs(host: &str, addrs: impl IntoIterator<Item = IpAddr>) -> Resul
     Ok(())
 }
 
-/// `check_url`, then the name's current answers (a name that does not resolve now passes: the
-/// forwarder checks it again at every connection).
+/// How long the write-time check waits for DNS.
+pub const WRITE_CHECK_DNS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// `check_url`, then the name's current answers (a name that does not resolve now, or not
+/// within [`WRITE_CHECK_DNS_TIMEOUT`], passes: the forwarder checks it again at every
+/// connection).
 pub async fn check_url_resolved(raw: &str) -> Result<(), EgressError> {
     match check_url(raw)? {
         UrlHost::Ip(_) => Ok(()),
-        UrlHost::Name(name, port) => match tokio::net::lookup_host((name.as_str(), port)).await {
-            Ok(addrs) => check_addrs(&name, addrs.map(|a| a.ip())),
-            Err(_) => Ok(()),
-        },
+        UrlHost::Name(name, port) => {
+            match tokio::time::timeout(WRITE_CHECK_DNS_TIMEOUT, tokio::net::lookup_host((name.as_str(), port))).await {
+                Ok(Ok(addrs)) => check_addrs(&name, addrs.map(|a| a.ip())),
+                _ => Ok(()),
+            }
+        }
     }
 }
 
