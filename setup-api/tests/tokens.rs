@@ -40,11 +40,14 @@ async fn call(api: &Api, token: &str, method: &Method, path: &str, body: Option<
     api.send(method.clone(), path, body.as_deref(), Some(token)).await
 }
 
-/// What one tenant owns, made by the admin: a channel, a destination, a dead letter.
+/// What one tenant owns, made by the admin: a channel, a destination, a dead letter, a raw
+/// webhook and an event in the streams.
 struct Owned {
     channel: String,
     destination: String,
     dlq_seq: u64,
+    raw_seq: u64,
+    event_id: String,
 }
 
 async fn make_tenant(stack: &Stack, tenant: &str) -> Owned {
@@ -94,7 +97,35 @@ async fn make_tenant(stack: &Stack, tenant: &str) -> Owned {
     let letters = api.get(&format!("/api/v1/dlq?tenant={tenant}")).await;
     assert_eq!(letters.status, 200, "{}", letters.text);
     let dlq_seq = letters.json().as_array().and_then(|a| a.last()).and_then(|l| l["seq"].as_u64()).expect("the dead letter is listed");
-    Owned { channel, destination, dlq_seq }
+    // A raw webhook of its channel and an event, as ingest and the normalizer store them.
+    let mut raw_headers = async_nats::HeaderMap::new();
+    raw_headers.insert(hookline_shared::names::header::TENANT, tenant);
+    raw_headers.insert(hookline_shared::names::header::CHANNEL, channel.as_str());
+    let raw_seq = js
+        .publish_with_headers(
+            hookline_shared::names::raw_subject(hookline_shared::Source::Whatsapp, &channel),
+            raw_headers,
+            bytes::Bytes::from(format!("{{\"object\":\"whatsapp_business_account\",\"tenant\":\"{tenant}\"}}")),
+        )
+        .await
+        .expect("publish raw")
+        .await
+        .expect("raw acked")
+        .sequence;
+    let event = hookline_setup_api::destinations::probe::synthetic_event(tenant, time::OffsetDateTime::now_utc()).expect("event");
+    let mut event_headers = async_nats::HeaderMap::new();
+    event_headers.insert("Nats-Msg-Id", event.id.as_str());
+    event_headers.insert(hookline_shared::names::header::TENANT, tenant);
+    js.publish_with_headers(
+        hookline_shared::names::event_subject(tenant, &event.platform, "other"),
+        event_headers,
+        serde_json::to_vec(&event).expect("json").into(),
+    )
+    .await
+    .expect("publish event")
+    .await
+    .expect("event acked");
+    Owned { channel, destination, dlq_seq, raw_seq, event_id: event.id }
 }
 
 /// What the admin sees of `owned` (and of every token): compared before and after a walk.
@@ -154,6 +185,8 @@ fn request_for(method: &str, template: &str, victim_tenant: &str, victim: &Owned
         .replace("/destinations/{id}", &format!("/destinations/{}", victim.destination))
         .replace("/tokens/{id}", &format!("/tokens/{victim_token}"))
         .replace("{platform}", "telegram")
+        .replace("/raw/{seq}", &format!("/raw/{}", victim.raw_seq))
+        .replace("{event_id}", &victim.event_id)
         .replace("{seq}", &victim.dlq_seq.to_string());
     let t = victim_tenant;
     let body = match (method, template) {
@@ -161,6 +194,9 @@ fn request_for(method: &str, template: &str, victim_tenant: &str, victim: &Owned
         ("GET", "/api/v1/destinations") => return (format!("{path}?tenant_id={t}"), None),
         ("GET", "/api/v1/dlq") => return (format!("{path}?tenant={t}"), None),
         ("GET", "/api/v1/audit") => return (format!("{path}?resource={}", victim.channel), None),
+        // The event routes of the events branch (GET /api/v1/events/{event_id}, /raw/{seq},
+        // /events?...): the victim's event and raw webhook; the list without parameters.
+        ("GET", "/api/v1/events/{event_id}" | "/api/v1/raw/{seq}" | "/api/v1/events") => None,
         ("GET", _) | ("DELETE", _) => None,
         ("POST", "/api/v1/channels") => Some(json!({"tenant_id": t, "source": "whatsapp", "secret": "meta-app-secret-intruder-1"})),
         ("PATCH", "/api/v1/channels/{id}") => Some(json!({"name": "taken over"})),
@@ -185,7 +221,10 @@ fn request_for(method: &str, template: &str, victim_tenant: &str, victim: &Owned
 fn foreign_expectation(method: &str, template: &str) -> &'static [u16] {
     match (method, template) {
         // Lists, counts and selections: answered, without the other tenant.
-        ("GET", "/api/v1/channels" | "/api/v1/destinations" | "/api/v1/dlq" | "/api/v1/audit" | "/api/v1/openapi.json") => &[200],
+        (
+            "GET",
+            "/api/v1/channels" | "/api/v1/destinations" | "/api/v1/dlq" | "/api/v1/audit" | "/api/v1/openapi.json" | "/api/v1/events",
+        ) => &[200],
         ("POST", "/api/v1/replay" | "/api/v1/dlq/redrive" | "/api/v1/dlq/purge") => &[200, 404],
         // Writes naming the other tenant.
         ("POST", "/api/v1/channels" | "/api/v1/destinations" | "/api/v1/integrations/{platform}/setup") => &[403],
