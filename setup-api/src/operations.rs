@@ -70,6 +70,7 @@ fn ops_error(e: OpsError) -> ApiError {
         (status = 200, description = "`{run_id, dry_run, selected, events, unparseable}`", body = Object),
         (status = 400, description = "Not JSON", body = ErrorBody),
         (status = 401, description = "No valid bearer token", body = ErrorBody),
+        (status = 403, description = "A read-only token, or a tenant outside the token's", body = ErrorBody),
         (status = 422, description = "A selection that cannot be", body = ErrorBody),
     )
 )]
@@ -187,7 +188,7 @@ pub struct DlqAction {
     path = "/api/v1/dlq/redrive",
     tag = "operations",
     request_body(content = Object, description = "`{\"stage\", \"reason\", \"seqs\": [..], \"selection\": {...}, \"limit\", \"dry_run\"}`"),
-    responses((status = 200, description = "`{dry_run, selected, redriven, failed}`", body = Object), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody))
+    responses((status = 200, description = "`{dry_run, selected, redriven, failed}`", body = Object), (status = 401, body = ErrorBody), (status = 403, description = "A read-only token", body = ErrorBody), (status = 422, body = ErrorBody))
 )]
 pub async fn redrive_dlq(
     State(state): State<SharedState>,
@@ -211,7 +212,7 @@ pub async fn redrive_dlq(
     path = "/api/v1/dlq/purge",
     tag = "operations",
     request_body(content = Object, description = "`{\"stage\", \"reason\", \"seqs\": [..], \"selection\": {...}, \"limit\", \"dry_run\"}`"),
-    responses((status = 200, description = "`{dry_run, purged}`", body = Object), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody))
+    responses((status = 200, description = "`{dry_run, purged}`", body = Object), (status = 401, body = ErrorBody), (status = 403, description = "A read-only token", body = ErrorBody), (status = 422, body = ErrorBody))
 )]
 pub async fn purge_dlq(
     State(state): State<SharedState>,

@@ -87,6 +87,7 @@ fn known_shape(id: &str) -> Result<(), ApiError> {
         (status = 201, description = "Created; `Location` names it", body = ChannelView),
         (status = 400, description = "The body is not a JSON object", body = ErrorBody),
         (status = 401, description = "No valid bearer token", body = ErrorBody),
+        (status = 403, description = "A read-only token, or a tenant outside the token's", body = ErrorBody),
         (status = 409, description = "The id exists, or the platform has a default already", body = ErrorBody),
         (status = 422, description = "A field is invalid; `field` names it", body = ErrorBody),
     )
@@ -168,6 +169,7 @@ pub async fn get_channel(State(state): State<SharedState>, scope: Scope, Path(id
         (status = 200, body = ChannelView),
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
+        (status = 403, description = "A read-only token, or a tenant outside the token's", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 409, description = "The platform has a default already", body = ErrorBody),
         (status = 422, body = ErrorBody),
@@ -195,6 +197,7 @@ pub async fn update_channel(
     responses(
         (status = 204, description = "Deleted"),
         (status = 401, body = ErrorBody),
+        (status = 403, description = "A read-only token, or a tenant outside the token's", body = ErrorBody),
         (status = 404, body = ErrorBody),
     )
 )]
@@ -216,6 +219,7 @@ pub async fn delete_channel(State(state): State<SharedState>, scope: Scope, Path
         (status = 200, description = "Rotated; `previous_secret_expires_at` says until when the old secret verifies", body = ChannelView),
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
+        (status = 403, description = "A read-only token, or a tenant outside the token's", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 422, body = ErrorBody),
     )

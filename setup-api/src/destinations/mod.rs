@@ -108,6 +108,7 @@ async fn view(state: &AppState, row: &DestinationRow) -> Result<DestinationView,
         (status = 201, description = "Created; `Location` names it. The bucket `hookline_destinations` holds it within a second", body = DestinationView),
         (status = 400, description = "The body is not a JSON object", body = ErrorBody),
         (status = 401, description = "No valid bearer token", body = ErrorBody),
+        (status = 403, description = "A read-only token, or a tenant outside the token's", body = ErrorBody),
         (status = 409, description = "The id exists", body = ErrorBody),
         (status = 422, description = "A field is invalid; `field` names it (`url`, `headers.X-Api-Key`, `filter.match.message.type.$gtx`, `retry_schedule_s[2]`)", body = ErrorBody),
     )
@@ -228,6 +229,7 @@ pub async fn get_destination(
         (status = 200, body = DestinationView),
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
+        (status = 403, description = "A read-only token, or a tenant outside the token's", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 422, body = ErrorBody),
     )
@@ -258,6 +260,7 @@ pub async fn update_destination(
     responses(
         (status = 204, description = "Deleted"),
         (status = 401, body = ErrorBody),
+        (status = 403, description = "A read-only token, or a tenant outside the token's", body = ErrorBody),
         (status = 404, body = ErrorBody),
     )
 )]
@@ -279,6 +282,7 @@ pub async fn delete_destination(State(state): State<SharedState>, scope: Scope, 
         (status = 200, description = "Rotated; `previous_secret_valid_until` says until when the old secret signs too", body = DestinationView),
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
+        (status = 403, description = "A read-only token, or a tenant outside the token's", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 422, body = ErrorBody),
     )
@@ -305,6 +309,7 @@ pub async fn rotate_destination_secret(
     responses(
         (status = 200, description = "Paused (also when it already was)", body = DestinationView),
         (status = 401, body = ErrorBody),
+        (status = 403, description = "A read-only token, or a tenant outside the token's", body = ErrorBody),
         (status = 404, body = ErrorBody),
     )
 )]
@@ -328,6 +333,7 @@ pub async fn pause_destination(
     responses(
         (status = 200, description = "Resumed (also when it was not paused)", body = DestinationView),
         (status = 401, body = ErrorBody),
+        (status = 403, description = "A read-only token, or a tenant outside the token's", body = ErrorBody),
         (status = 404, body = ErrorBody),
     )
 )]
@@ -353,6 +359,7 @@ pub async fn resume_destination(
     responses(
         (status = 200, description = "The delivery was tried: the target's status and the first KiB of its answer, or the connection error", body = DestinationTestResult),
         (status = 401, body = ErrorBody),
+        (status = 403, description = "A read-only token, or a tenant outside the token's", body = ErrorBody),
         (status = 404, body = ErrorBody),
     )
 )]

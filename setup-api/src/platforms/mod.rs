@@ -89,6 +89,7 @@ pub enum SetupRequest {
         (status = 201, description = "The channel exists and the platform points at it (or, for tawkto and mercadopago, what to paste)", body = SetupResult),
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
+        (status = 403, description = "A read-only token, or a tenant outside the token's", body = ErrorBody),
         (status = 404, description = "Unknown platform", body = ErrorBody),
         (status = 409, body = ErrorBody),
         (status = 422, description = "A field is invalid, or the platform refused a credential or id (`platform_rejected`)", body = ErrorBody),
