@@ -21,7 +21,9 @@ use crate::routes;
     info(
         title = "hookline setup API",
         version = "1",
-        description = "Channel configurations and destinations of hookline. Every route needs `Authorization: Bearer <token>`. \
+        description = "Channel configurations and destinations of hookline. Every route needs `Authorization: Bearer <token>`: \
+                       an admin token reaches every tenant, a tenant token only its tenant's resources (another's answer 404), \
+                       a read-only token gets 403 on every change. \
                        Secrets are write-only: no answer holds one (but the paste answer of the tawkto and \
                        mercadopago helpers, which shows a generated secret once). Errors are \
                        `{\"error\": {\"code\", \"message\", \"field\"?}}`."
@@ -49,6 +51,10 @@ use crate::routes;
         crate::operations::show_dlq,
         crate::operations::redrive_dlq,
         crate::operations::purge_dlq,
+        crate::tokens::create_token,
+        crate::tokens::list_tokens,
+        crate::tokens::revoke_token,
+        crate::audit::list_audit,
     ),
     components(schemas(
         CreateChannel,
@@ -73,6 +79,12 @@ use crate::routes;
         meta::PageSetup,
         twilio::TwilioSetup,
         paste::PasteSetup,
+        crate::tokens::CreateToken,
+        crate::tokens::TokenView,
+        crate::tokens::CreatedToken,
+        crate::tokens::TokenList,
+        crate::audit::AuditEntry,
+        crate::audit::AuditPage,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -82,6 +94,8 @@ use crate::routes;
         (name = "integrations", description = "Create a channel and point a platform at it"),
         (name = "meta", description = "This document"),
         (name = "operations", description = "Replay and dead letters, as `hookline replay` and `hookline dlq`"),
+        (name = "tokens", description = "API tokens (admin tokens only): create, list, revoke"),
+        (name = "audit", description = "Every change made through the API"),
     )
 )]
 pub struct ApiDoc;
@@ -115,6 +129,9 @@ mod tests {
             "/api/v1/destinations/{id}/test",
             "/api/v1/integrations/{platform}/setup",
             "/api/v1/openapi.json",
+            "/api/v1/tokens",
+            "/api/v1/tokens/{id}",
+            "/api/v1/audit",
         ] {
             assert!(paths.contains_key(p), "{p} missing");
         }
