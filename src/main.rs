@@ -97,6 +97,19 @@ enum Command {
         #[arg(long, value_name = "ID")]
         destination: Option<String>,
     },
+    /// API tokens of the setup API: create (shown once), list (never a value) or revoke.
+    ///
+    /// Talks to the setup API over HTTP: --api-url (HOOKLINE_SETUP_API_URL), else the running
+    /// `hookline up` of this folder, else setup_api.listen here. Authenticates with an admin
+    /// token: HOOKLINE_SETUP_API_TOKEN, else the first of setup_api.tokens, else the one `up`
+    /// generated (data_dir/setup-api.token).
+    Tokens {
+        /// The setup API's base URL, e.g. http://127.0.0.1:8081.
+        #[arg(long, env = "HOOKLINE_SETUP_API_URL", global = true)]
+        api_url: Option<String>,
+        #[command(subcommand)]
+        action: TokensCommand,
+    },
     /// Dead letters: list, show, redrive (put back where they failed) or purge.
     Dlq {
         #[command(subcommand)]
@@ -315,6 +328,37 @@ enum BenchCommand {
 }
 
 #[derive(Subcommand)]
+enum TokensCommand {
+    /// Creates a token and prints it once (only its SHA-256 is kept).
+    Create {
+        /// For people: who or what uses it.
+        #[arg(long)]
+        name: String,
+        /// Only this tenant's channels, destinations, dead letters, replays and audit entries;
+        /// without it, an admin token (every tenant, and token management).
+        #[arg(long, value_name = "TENANT_ID")]
+        tenant: Option<String>,
+        /// Reads only: every change is refused (403).
+        #[arg(long)]
+        read_only: bool,
+        /// Print the API's answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lists the tokens that are not revoked, with when each was last used; never a value.
+    List {
+        /// Print the API's answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revokes a token: every setup-api process refuses it within a second.
+    Revoke {
+        /// The token's id (tok_...), as `list` shows it.
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum SecretsCommand {
     /// Re-seals every channel secret under secrets.key (the old key listed in secrets.previous_keys).
     RotateKey,
@@ -396,7 +440,15 @@ fn main() -> ExitCode {
                     ReplayStreamArg::Raw => hookline_operations::replay::ReplayStream::Raw,
                     ReplayStreamArg::Events => hookline_operations::replay::ReplayStream::Events,
                 };
-                cmd::until_signal(&shutdown, cmd::replay::run(config, stream, select.into(), dry_run, rate, destination)).await
+                let selection: hookline_operations::selection::Selection = select.into();
+                let fields = serde_json::json!({"stream": format!("{stream:?}").to_lowercase(), "selection": selection, "rate_per_s": rate, "destination": destination});
+                let tenant = selection.tenant.clone();
+                let audit_config = config.clone();
+                cmd::until_signal(&shutdown, cmd::replay::run(config, stream, selection, dry_run, rate, destination)).await?;
+                if !dry_run {
+                    cmd::audit::record(&audit_config, "replay", "replay", tenant.as_deref(), fields).await;
+                }
+                Ok(())
             }
             Command::Bench { run } => {
                 let bench = async move {
@@ -438,7 +490,27 @@ fn main() -> ExitCode {
                     DlqCommand::Redrive { filter, dry_run } => (DlqAction::Redrive { dry_run }, filter),
                     DlqCommand::Purge { filter, dry_run, yes } => (DlqAction::Purge { dry_run, yes }, filter),
                 };
-                cmd::until_signal(&shutdown, cmd::dlq::run(config, action, filter.into())).await
+                let filter: hookline_operations::dlq::DlqFilter = filter.into();
+                let audited = match action {
+                    DlqAction::Redrive { dry_run: false } => Some(("dlq redrive", "redrive")),
+                    DlqAction::Purge { dry_run: false, .. } => Some(("dlq purge", "purge")),
+                    _ => None,
+                };
+                let (fields, tenant, audit_config) = (serde_json::to_value(&filter).unwrap_or_default(), filter.selection.tenant.clone(), config.clone());
+                cmd::until_signal(&shutdown, cmd::dlq::run(config, action, filter)).await?;
+                if let Some((command, what)) = audited {
+                    cmd::audit::record(&audit_config, command, what, tenant.as_deref(), fields).await;
+                }
+                Ok(())
+            }
+            Command::Tokens { api_url, action } => {
+                use cmd::tokens::TokensAction;
+                let action = match action {
+                    TokensCommand::Create { name, tenant, read_only, json } => TokensAction::Create { name, tenant, read_only, json },
+                    TokensCommand::List { json } => TokensAction::List { json },
+                    TokensCommand::Revoke { id } => TokensAction::Revoke { id },
+                };
+                cmd::until_signal(&shutdown, cmd::tokens::run(config, api_url, action)).await
             }
             Command::Sink { print, fail_status, fail_ratio, fail_for_s } => {
                 cmd::sink::run(config, cmd::sink::SinkArgs { print, fail_status, fail_ratio, fail_for_s }, shutdown).await

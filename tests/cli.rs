@@ -209,10 +209,14 @@ async fn up_in_a_private_folder_accepts_a_webhook_serves_operator_commands_stops
         other => panic!("no live record of up: {other:?}"),
     };
     assert_eq!(record.pid, up.child.id());
-    for args in [&["dlq", "list"][..], &["replay", "raw", "--from", "1h", "--dry-run"], &["secrets", "rotate-key"]] {
+    for args in [&["dlq", "list"][..], &["replay", "raw", "--from", "1h", "--dry-run"], &["secrets", "rotate-key"], &["tokens", "list"]] {
         let out = hookline().current_dir(&clone).args(args).output().expect("runs");
         assert!(out.status.success(), "hookline {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
+    // `tokens` finds up's setup API and the token it generated.
+    let out = hookline().current_dir(&clone).args(["tokens", "create", "--name", "from up", "--tenant", "demo"]).output().expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("hlk_"), "{}", String::from_utf8_lossy(&out.stdout));
     let out = hookline().current_dir(&clone).args(["replay", "raw", "--from", "1h", "--dry-run"]).output().expect("runs");
     assert!(String::from_utf8_lossy(&out.stdout).contains("would replay 1 raw message"), "{}", String::from_utf8_lossy(&out.stdout));
 

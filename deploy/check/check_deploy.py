@@ -79,6 +79,8 @@ CATALOG = {
     "hookline_destination_delivery_duration_seconds": ("histogram", {"destination": None}),
     "hookline_destination_pending_messages": ("gauge", {"destination": None}),
     "hookline_destination_state": ("gauge", {"destination": None}),
+    "hookline_destination_ordered_held": ("gauge", {"destination": None}),
+    "hookline_destination_ordered_owner": ("gauge", {"destination": None}),
 }
 # Labels the scrape adds (deploy/prometheus/prometheus.yml) or Prometheus itself.
 TARGET_LABELS = {"job", "instance", "namespace", "pod", "component", "app"}

@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use std::time::{Duration, Instant};
 
-use hookline_shared::{standard_webhooks, Secret};
+use hookline_shared::{egress, standard_webhooks, Secret};
 
 use crate::outcome::{parse_retry_after, DeliveryOutcome};
 
@@ -17,6 +17,9 @@ pub struct Deliverer {
     /// The key before a rotation, and when it stops signing.
     previous: Option<(Vec<u8>, time::OffsetDateTime)>,
     headers: Vec<(reqwest::header::HeaderName, reqwest::header::HeaderValue)>,
+    /// Why the target may not be reached at all (a forbidden IP literal of a destination with
+    /// `restrict_egress`; names are refused by the client's resolver instead).
+    egress_refused: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -30,16 +33,27 @@ pub enum DelivererError {
 impl Deliverer {
     pub fn new(target: &str, signing_secret: Option<&Secret>, timeout: Duration, pool_size: usize) -> Result<Self, DelivererError> {
         let key = signing_secret.map(standard_webhooks::key_bytes).transpose()?;
-        let client = Self::client(timeout, pool_size)?;
-        Ok(Deliverer { client, target: target.to_string(), key, previous: None, headers: Vec::new() })
+        let client = Self::client(timeout, pool_size, None)?;
+        Ok(Deliverer { client, target: target.to_string(), key, previous: None, headers: Vec::new(), egress_refused: None })
     }
 
     /// The deliverer of one destination: its URL, secrets (the previous one while valid) and
-    /// extra headers.
+    /// extra headers. A destination with `restrict_egress` (written by a tenant token) connects
+    /// only to addresses `egress::forbidden` allows, checked after every DNS resolution.
     pub fn for_destination(
         destination: &hookline_shared::destination::Destination,
         timeout: Duration,
         pool_size: usize,
+    ) -> Result<Self, DelivererError> {
+        Self::for_destination_resolving(destination, timeout, pool_size, egress::EgressResolver::system())
+    }
+
+    /// `for_destination` with the resolver a restricted destination uses (tests give a table).
+    pub fn for_destination_resolving(
+        destination: &hookline_shared::destination::Destination,
+        timeout: Duration,
+        pool_size: usize,
+        resolver: egress::EgressResolver,
     ) -> Result<Self, DelivererError> {
         let key = destination.signing_secret.as_ref().map(standard_webhooks::key_bytes).transpose()?;
         let previous = match &destination.previous_signing_secret {
@@ -55,12 +69,22 @@ impl Deliverer {
             value.set_sensitive(true);
             headers.push((name, value));
         }
-        let client = Self::client(timeout, pool_size)?;
-        Ok(Deliverer { client, target: destination.url.clone(), key, previous, headers })
+        let (resolver, egress_refused) = if destination.restrict_egress {
+            (Some(resolver), egress::check_url(&destination.url).err().map(|e| e.to_string()))
+        } else {
+            (None, None)
+        };
+        let client = Self::client(timeout, pool_size, resolver)?;
+        Ok(Deliverer { client, target: destination.url.clone(), key, previous, headers, egress_refused })
     }
 
-    fn client(timeout: Duration, pool_size: usize) -> Result<reqwest::Client, DelivererError> {
-        reqwest::Client::builder()
+    fn client(timeout: Duration, pool_size: usize, resolver: Option<egress::EgressResolver>) -> Result<reqwest::Client, DelivererError> {
+        let builder = reqwest::Client::builder();
+        let builder = match resolver {
+            Some(r) => builder.dns_resolver(r),
+            None => builder,
+        };
+        builder
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .pool_max_idle_per_host(pool_size)
@@ -78,6 +102,10 @@ impl Deliverer {
     /// POSTs `body` (the event's JSON) and classifies the answer.
     pub async fn deliver(&self, event_id: &str, body: Bytes, traceparent: &str) -> (DeliveryOutcome, Duration) {
         let started = Instant::now();
+        if let Some(why) = &self.egress_refused {
+            tracing::warn!(event_id, reason = %why, "delivery refused by the egress policy; retried later");
+            return (DeliveryOutcome::Retryable { status: None, reason: "egress_refused", retry_after: None }, started.elapsed());
+        }
         let timestamp = time::OffsetDateTime::now_utc().unix_timestamp();
         let mut request = self
             .client
@@ -113,6 +141,11 @@ impl Deliverer {
                     }
                 }
                 DeliveryOutcome::from_status(status, retry_after)
+            }
+            Err(e) if egress::is_refusal(&e).is_some() => {
+                let why = egress::is_refusal(&e).map(ToString::to_string).unwrap_or_default();
+                tracing::warn!(event_id, reason = %why, "delivery refused by the egress policy; retried later");
+                DeliveryOutcome::Retryable { status: None, reason: "egress_refused", retry_after: None }
             }
             Err(e) if e.is_timeout() => DeliveryOutcome::Retryable { status: None, reason: "timeout", retry_after: None },
             Err(e) if e.is_connect() => DeliveryOutcome::Retryable { status: None, reason: "connect_error", retry_after: None },

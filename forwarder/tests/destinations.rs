@@ -502,3 +502,44 @@ async fn an_ordered_destinations_failing_head_holds_only_its_conversation_until_
     assert_eq!(received.iter().filter(|r| r.event_id == rest_of_x[0]).count(), 1);
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_written_by_a_tenant_is_not_delivered_to_when_its_name_resolves_to_loopback() {
+    // Both destinations name the receivers "localhost" (127.0.0.1 at connect time). The one a
+    // tenant token wrote (`restrict_egress`) passed the write-time check when its name pointed
+    // elsewhere; the forwarder's resolver refuses it now. The admin's is delivered to.
+    let mut stack = Stack::start(&[]).await;
+    let (guarded, open) = (Target::start(&[SECRET_A]).await, Target::start(&[SECRET_B]).await);
+    stack.spawn_forwarder();
+    let guarded_spec =
+        spec("guarded", &guarded.url.replace("127.0.0.1", "localhost"), SECRET_A, serde_json::json!({"tenant_id": "tenant-a"}));
+    let guarded_spec = DestinationSpec::from_json(&guarded_spec).unwrap_or_else(|e| panic!("spec: {e}"));
+    let mut record = DestinationRecord::seal(&guarded_spec, &stack.keyring, time::OffsetDateTime::now_utc()).expect("seal");
+    record.restrict_egress = true;
+    stack.put_record(&record).await;
+    stack.put(spec("open", &open.url.replace("127.0.0.1", "localhost"), SECRET_B, serde_json::json!({"tenant_id": "tenant-a"}))).await;
+    for id in ["guarded", "open"] {
+        stack.consumer_ready(id).await;
+    }
+    let mut want = BTreeSet::new();
+    for i in 0..3 {
+        let id = format!("evt-egress-{i}");
+        let (subject, body) = event(
+            &id,
+            "tenant-a",
+            "telegram",
+            "telegram",
+            "message",
+            serde_json::json!({"message": {"id": "m", "type": "text", "text": "hi"}}),
+        );
+        publish(&stack.js, subject, body, &id).await;
+        want.insert(id);
+    }
+    let (o, w) = (&open, &want);
+    wait_for("the admin's destination got every event", Duration::from_secs(20), || async move { (o.ids() == *w).then_some(()) }).await;
+    // Retries come every second (forwarder.retry_schedule_s): several have been refused by now.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(guarded.received().is_empty(), "a loopback address was reached for a tenant's destination");
+    assert_eq!(stack.dlq_count().await, 0, "refused deliveries are retried, not dead-lettered");
+    stack.stop().await;
+}

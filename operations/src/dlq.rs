@@ -86,6 +86,8 @@ fn matches(filter: &DlqFilter, v: &DeadLetterView) -> bool {
     (filter.seqs.is_empty() || filter.seqs.contains(&v.seq))
         && filter.reason.as_ref().is_none_or(|r| *r == v.reason)
         && filter.selection.channel.as_ref().is_none_or(|c| v.channel.as_ref() == Some(c))
+        // The subject names the tenant only when no source is given: check it here too.
+        && filter.selection.tenant.as_ref().is_none_or(|t| v.tenant.as_ref() == Some(t))
         && filter.destination.as_ref().is_none_or(|d| v.destination.as_ref() == Some(d))
 }
 

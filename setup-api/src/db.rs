@@ -12,6 +12,7 @@ use hookline_shared::channel::{ChannelRecord, PreviousSecret};
 use hookline_shared::crypto::{CryptoError, Keyring, Sealed};
 use hookline_shared::{Secret, Source};
 
+use crate::auth::Scope;
 use crate::error::ApiError;
 
 pub type Settings = serde_json::Map<String, serde_json::Value>;
@@ -24,6 +25,7 @@ pub type Settings = serde_json::Map<String, serde_json::Value>;
 pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (20250101000001, "channels", include_str!("../../migrations/20250101000001_channels.sql")),
     (20261201000001, "destinations", include_str!("../../migrations/20261201000001_destinations.sql")),
+    (20261202000001, "tokens and audit", include_str!("../../migrations/20261202000001_tokens_and_audit.sql")),
 ];
 
 /// The migrations, ready to run.
@@ -284,20 +286,40 @@ pub async fn update(conn: &mut PgConnection, row: &ChannelRow) -> Result<(), sql
     .map(|_| ())
 }
 
-pub async fn get(conn: &mut PgConnection, id: &str) -> Result<Option<ChannelRow>, sqlx::Error> {
+/// The row whatever its tenant: for the mirror only (it copies every row to the bucket).
+pub(crate) async fn get_unscoped(conn: &mut PgConnection, id: &str) -> Result<Option<ChannelRow>, sqlx::Error> {
     sqlx::query_as::<_, ChannelRow>(concat!("SELECT ", columns!(), " FROM channels WHERE id = $1")).bind(id).fetch_optional(conn).await
 }
 
-/// The row, locked until the transaction ends.
-pub async fn get_for_update(tx: &mut Transaction<'_, Postgres>, id: &str) -> Result<Option<ChannelRow>, sqlx::Error> {
-    sqlx::query_as::<_, ChannelRow>(concat!("SELECT ", columns!(), " FROM channels WHERE id = $1 FOR UPDATE"))
+/// The row, if `scope` may see it (another tenant's channel is absent).
+pub async fn get(conn: &mut PgConnection, scope: &Scope, id: &str) -> Result<Option<ChannelRow>, sqlx::Error> {
+    sqlx::query_as::<_, ChannelRow>(concat!("SELECT ", columns!(), " FROM channels WHERE id = $1 AND ($2::text IS NULL OR tenant_id = $2)"))
         .bind(id)
-        .fetch_optional(&mut **tx)
+        .bind(scope.tenant_filter())
+        .fetch_optional(conn)
         .await
 }
 
-pub async fn delete(conn: &mut PgConnection, id: &str) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("DELETE FROM channels WHERE id = $1").bind(id).execute(conn).await?;
+/// The row if `scope` may see it, locked until the transaction ends.
+pub async fn get_for_update(tx: &mut Transaction<'_, Postgres>, scope: &Scope, id: &str) -> Result<Option<ChannelRow>, sqlx::Error> {
+    sqlx::query_as::<_, ChannelRow>(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM channels WHERE id = $1 AND ($2::text IS NULL OR tenant_id = $2) FOR UPDATE"
+    ))
+    .bind(id)
+    .bind(scope.tenant_filter())
+    .fetch_optional(&mut **tx)
+    .await
+}
+
+/// Deletes the row if `scope` may see it; whether it did.
+pub async fn delete(conn: &mut PgConnection, scope: &Scope, id: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM channels WHERE id = $1 AND ($2::text IS NULL OR tenant_id = $2)")
+        .bind(id)
+        .bind(scope.tenant_filter())
+        .execute(conn)
+        .await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -311,12 +333,14 @@ pub struct ListFilter {
     pub limit: i64,
 }
 
-pub async fn list(pool: &PgPool, filter: &ListFilter) -> Result<Vec<ChannelRow>, sqlx::Error> {
+/// The rows `scope` may see that match `filter`.
+pub async fn list(pool: &PgPool, scope: &Scope, filter: &ListFilter) -> Result<Vec<ChannelRow>, sqlx::Error> {
     sqlx::query_as::<_, ChannelRow>(concat!(
         "SELECT ",
         columns!(),
         " FROM channels \
          WHERE ($1::text IS NULL OR tenant_id = $1) \
+           AND ($6::text IS NULL OR tenant_id = $6) \
            AND ($2::text IS NULL OR source = $2) \
            AND ($3::text IS NULL OR platform = $3) \
            AND ($4::text IS NULL OR id > $4) \
@@ -327,6 +351,7 @@ pub async fn list(pool: &PgPool, filter: &ListFilter) -> Result<Vec<ChannelRow>,
     .bind(&filter.platform)
     .bind(&filter.after)
     .bind(filter.limit)
+    .bind(scope.tenant_filter())
     .fetch_all(pool)
     .await
 }

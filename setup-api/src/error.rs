@@ -17,7 +17,7 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// A stable, snake_case code: `invalid_json`, `invalid_query` (400), `unauthorized` (401),
-    /// `not_found` (404), `method_not_allowed` (405), `conflict` (409), `body_too_large` (413),
+    /// `forbidden` (403), `not_found` (404), `method_not_allowed` (405), `conflict` (409), `body_too_large` (413), `too_many_failures` (429),
     /// `invalid_field`, `unknown_field`, `platform_rejected` (422), `platform_unavailable` (502).
     pub code: &'static str,
     /// For people; never holds a secret.
@@ -52,6 +52,22 @@ impl ApiError {
 
     pub fn unauthorized() -> Self {
         Self::client(StatusCode::UNAUTHORIZED, "unauthorized", "a valid Authorization: Bearer token is required", None)
+    }
+
+    /// 403: the token may not do this (read-only, or not an admin); `field` names the request
+    /// field at fault when there is one (a `tenant_id` outside the token's tenant).
+    pub fn forbidden(field: Option<&str>, message: impl Into<String>) -> Self {
+        Self::client(StatusCode::FORBIDDEN, "forbidden", message, field.map(str::to_string))
+    }
+
+    /// 429: too many failed authentications from this address this minute.
+    pub fn too_many_failures() -> Self {
+        Self::client(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_failures",
+            "too many failed authentications from this address; try again in a minute",
+            None,
+        )
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -138,6 +154,9 @@ impl IntoResponse for ApiError {
                 if status == StatusCode::UNAUTHORIZED {
                     response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
                 }
+                if status == StatusCode::TOO_MANY_REQUESTS {
+                    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+                }
                 response
             }
             ApiError::Internal(what) => {
@@ -158,6 +177,8 @@ mod tests {
             (ApiError::bad_json("x"), 400, "invalid_json"),
             (ApiError::bad_query("limit", "x"), 400, "invalid_query"),
             (ApiError::unauthorized(), 401, "unauthorized"),
+            (ApiError::forbidden(None, "x"), 403, "forbidden"),
+            (ApiError::too_many_failures(), 429, "too_many_failures"),
             (ApiError::channel_not_found("c"), 404, "not_found"),
             (ApiError::destination_not_found("d"), 404, "not_found"),
             (ApiError::invalid_body("x"), 422, "invalid_field"),

@@ -5,6 +5,7 @@
 //!
 //! `run` serves the API; `rotate_key` re-seals every secret under the current key.
 
+pub mod audit;
 pub mod auth;
 pub mod db;
 pub mod destinations;
@@ -22,6 +23,7 @@ pub mod rotate;
 pub mod routes;
 pub mod server;
 pub mod service;
+pub mod tokens;
 pub mod validate;
 
 use std::sync::Arc;

@@ -53,6 +53,8 @@ pub struct ApiMetrics {
     /// `/test` deliveries of a destination, by outcome.
     pub destination_tests: Family<TestLabels, Counter>,
     pub platform_calls: Family<PlatformLabels, Counter>,
+    /// Requests under `/api/v1` refused for their token (401 or 429).
+    pub auth_failures: Counter,
 }
 
 impl ApiMetrics {
@@ -100,6 +102,12 @@ impl ApiMetrics {
         );
         let platform_calls = Family::<PlatformLabels, Counter>::default();
         registry.register("platform_calls", "Calls of the setup helpers to platform APIs, by platform and outcome", platform_calls.clone());
+        let auth_failures = Counter::default();
+        registry.register(
+            "setup_api_auth_failures",
+            "Requests refused for a missing, unknown or revoked token (401, or 429 past the limit)",
+            auth_failures.clone(),
+        );
         Arc::new(ApiMetrics {
             registry,
             requests,
@@ -111,6 +119,7 @@ impl ApiMetrics {
             destination_outbox_pending,
             destination_tests,
             platform_calls,
+            auth_failures,
         })
     }
 

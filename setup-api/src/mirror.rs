@@ -153,7 +153,7 @@ impl Mirrored for Channels {
     type Record = ChannelRecord;
 
     async fn current(conn: &mut PgConnection, id: &str) -> Result<Option<Current<ChannelRecord>>, sqlx::Error> {
-        Ok(db::get(conn, id).await?.map(|row| row.to_record().map_err(|_| format!("channel {id}: unreadable row"))))
+        Ok(db::get_unscoped(conn, id).await?.map(|row| row.to_record().map_err(|_| format!("channel {id}: unreadable row"))))
     }
 
     async fn all(conn: &mut PgConnection) -> Result<AllRows<ChannelRecord>, sqlx::Error> {

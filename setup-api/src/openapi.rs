@@ -21,7 +21,9 @@ use crate::routes;
     info(
         title = "hookline setup API",
         version = "1",
-        description = "Channel configurations and destinations of hookline. Every route needs `Authorization: Bearer <token>`. \
+        description = "Channel configurations and destinations of hookline. Every route needs `Authorization: Bearer <token>`: \
+                       an admin token reaches every tenant, a tenant token only its tenant's resources (another's answer 404), \
+                       a read-only token gets 403 on every change. \
                        Secrets are write-only: no answer holds one (but the paste answer of the tawkto and \
                        mercadopago helpers, which shows a generated secret once). Errors are \
                        `{\"error\": {\"code\", \"message\", \"field\"?}}`."
@@ -53,6 +55,10 @@ use crate::routes;
         crate::replays::show_replay,
         crate::overview::overview_route,
         crate::overview::channel_activity_route,
+        crate::tokens::create_token,
+        crate::tokens::list_tokens,
+        crate::tokens::revoke_token,
+        crate::audit::list_audit,
     ),
     components(schemas(
         CreateChannel,
@@ -86,6 +92,12 @@ use crate::routes;
         crate::overview::ReasonCount,
         crate::overview::ChannelActivity,
         crate::replays::RunView,
+        crate::tokens::CreateToken,
+        crate::tokens::TokenView,
+        crate::tokens::CreatedToken,
+        crate::tokens::TokenList,
+        crate::audit::AuditEntry,
+        crate::audit::AuditPage,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -95,6 +107,8 @@ use crate::routes;
         (name = "integrations", description = "Create a channel and point a platform at it"),
         (name = "meta", description = "This document"),
         (name = "operations", description = "Replay and dead letters, as `hookline replay` and `hookline dlq`"),
+        (name = "tokens", description = "API tokens (admin tokens only): create, list, revoke"),
+        (name = "audit", description = "Every change made through the API"),
     )
 )]
 pub struct ApiDoc;
@@ -132,6 +146,9 @@ mod tests {
             "/api/v1/channels/{id}/activity",
             "/api/v1/replays",
             "/api/v1/replays/{run_id}",
+            "/api/v1/tokens",
+            "/api/v1/tokens/{id}",
+            "/api/v1/audit",
         ] {
             assert!(paths.contains_key(p), "{p} missing");
         }

@@ -10,8 +10,48 @@ use hookline_operations::replay::{self, ReplayOptions};
 use hookline_operations::selection::{parse_time, Selection};
 use hookline_operations::OpsError;
 
+use crate::audit::{self, Entry};
+use crate::auth::{Scope, Writer};
 use crate::error::{ApiError, ErrorBody};
 use crate::server::SharedState;
+
+/// Narrows `selection.tenant` to the caller's tenant; `false` when it asked for another's (the
+/// operation then selects nothing).
+pub(crate) fn narrow(scope: &Scope, selection: &mut Selection) -> bool {
+    match scope.narrow(selection.tenant.as_deref()).selection_tenant() {
+        Some(tenant) => {
+            selection.tenant = tenant;
+            true
+        }
+        None => false,
+    }
+}
+
+/// A tenant token may name only a destination of its tenant (404 for another's, as if absent).
+pub(crate) async fn check_destination(state: &SharedState, scope: &Scope, destination: Option<&str>) -> Result<(), ApiError> {
+    let (Some(id), Some(_)) = (destination, scope.tenant_filter()) else {
+        return Ok(());
+    };
+    let mut conn = state.pool.acquire().await?;
+    match crate::destinations::db::get(&mut conn, scope, id).await? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::destination_not_found(id.get(..64).unwrap_or(""))),
+    }
+}
+
+/// The audit entry of an operation on the streams (its own transaction: nothing else is written).
+pub(crate) async fn audit_operation(
+    state: &SharedState,
+    writer: &Writer,
+    action: &str,
+    resource_id: &str,
+    tenant: Option<&str>,
+    body: &[u8],
+) -> Result<(), ApiError> {
+    let mut conn = state.pool.acquire().await?;
+    let entry = Entry { action, resource_type: "operation", resource_id, tenant_id: tenant, fields: audit::fields_of_bytes(body) };
+    audit::record(&mut conn, writer, entry).await.map_err(ApiError::from)
+}
 
 fn ops_error(e: OpsError) -> ApiError {
     match e {
@@ -30,11 +70,22 @@ fn ops_error(e: OpsError) -> ApiError {
         (status = 200, description = "`{run_id, dry_run, selected, events, unparseable}`", body = Object),
         (status = 400, description = "Not JSON", body = ErrorBody),
         (status = 401, description = "No valid bearer token", body = ErrorBody),
+        (status = 403, description = "A read-only token, or a tenant outside the token's", body = ErrorBody),
         (status = 422, description = "A selection that cannot be", body = ErrorBody),
     )
 )]
-pub async fn replay_route(State(state): State<SharedState>, body: axum::body::Bytes) -> Result<Json<replay::ReplaySummary>, ApiError> {
-    let options: ReplayOptions = serde_json::from_slice(&body).map_err(|e| ApiError::bad_json(format!("not a replay request: {e}")))?;
+pub async fn replay_route(
+    State(state): State<SharedState>,
+    scope: Scope,
+    body: axum::body::Bytes,
+) -> Result<Json<replay::ReplaySummary>, ApiError> {
+    let writer = scope.writer()?;
+    let mut options: ReplayOptions = serde_json::from_slice(&body).map_err(|e| ApiError::bad_json(format!("not a replay request: {e}")))?;
+    if !narrow(&scope, &mut options.selection) {
+        return Ok(Json(replay::ReplaySummary { run_id: String::new(), dry_run: options.dry_run, ..Default::default() }));
+    }
+    check_destination(&state, &scope, options.destination.as_deref()).await?;
+    audit_operation(&state, &writer, "replay", "replay", options.selection.tenant.as_deref(), &body).await?;
     let mut progress = |_: u64| {};
     let summary = replay::replay(&state.jetstream, &options, &mut progress).await.map_err(ops_error)?;
     tracing::info!(run_id = %summary.run_id, selected = summary.selected, events = summary.events, dry_run = summary.dry_run, "replay over HTTP");
@@ -93,8 +144,16 @@ impl DlqQuery {
     ),
     responses((status = 200, description = "Dead letters: seq, stage, reason, detail, attempts, last_status, subject, age_s...", body = Object), (status = 401, body = ErrorBody))
 )]
-pub async fn list_dlq(State(state): State<SharedState>, Query(query): Query<DlqQuery>) -> Result<Json<Vec<dlq::DeadLetterView>>, ApiError> {
-    Ok(Json(dlq::list(&state.jetstream, &query.filter()?).await.map_err(ops_error)?))
+pub async fn list_dlq(
+    State(state): State<SharedState>,
+    scope: Scope,
+    Query(query): Query<DlqQuery>,
+) -> Result<Json<Vec<dlq::DeadLetterView>>, ApiError> {
+    let mut filter = query.filter()?;
+    if !narrow(&scope, &mut filter.selection) {
+        return Ok(Json(Vec::new()));
+    }
+    Ok(Json(dlq::list(&state.jetstream, &filter).await.map_err(ops_error)?))
 }
 
 #[utoipa::path(
@@ -104,10 +163,14 @@ pub async fn list_dlq(State(state): State<SharedState>, Query(query): Query<DlqQ
     params(("seq" = u64, Path, description = "The dead letter's sequence in HOOKLINE_DLQ")),
     responses((status = 200, description = "The dead letter with its headers and body", body = Object), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody))
 )]
-pub async fn show_dlq(State(state): State<SharedState>, Path(seq): Path<u64>) -> Result<Json<dlq::DeadLetterDetail>, ApiError> {
+pub async fn show_dlq(
+    State(state): State<SharedState>,
+    scope: Scope,
+    Path(seq): Path<u64>,
+) -> Result<Json<dlq::DeadLetterDetail>, ApiError> {
     match dlq::show(&state.jetstream, seq).await.map_err(ops_error)? {
-        Some(detail) => Ok(Json(detail)),
-        None => Err(ApiError::not_found(format!("no dead letter {seq}"))),
+        Some(detail) if scope.allows_tenant(detail.letter.tenant.as_deref()) => Ok(Json(detail)),
+        _ => Err(ApiError::not_found(format!("no dead letter {seq}"))),
     }
 }
 
@@ -125,10 +188,20 @@ pub struct DlqAction {
     path = "/api/v1/dlq/redrive",
     tag = "operations",
     request_body(content = Object, description = "`{\"stage\", \"reason\", \"seqs\": [..], \"selection\": {...}, \"limit\", \"dry_run\"}`"),
-    responses((status = 200, description = "`{dry_run, selected, redriven, failed}`", body = Object), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody))
+    responses((status = 200, description = "`{dry_run, selected, redriven, failed}`", body = Object), (status = 401, body = ErrorBody), (status = 403, description = "A read-only token", body = ErrorBody), (status = 422, body = ErrorBody))
 )]
-pub async fn redrive_dlq(State(state): State<SharedState>, body: axum::body::Bytes) -> Result<Json<dlq::RedriveSummary>, ApiError> {
-    let action: DlqAction = serde_json::from_slice(&body).map_err(|e| ApiError::bad_json(format!("not a re-drive request: {e}")))?;
+pub async fn redrive_dlq(
+    State(state): State<SharedState>,
+    scope: Scope,
+    body: axum::body::Bytes,
+) -> Result<Json<dlq::RedriveSummary>, ApiError> {
+    let writer = scope.writer()?;
+    let mut action: DlqAction = serde_json::from_slice(&body).map_err(|e| ApiError::bad_json(format!("not a re-drive request: {e}")))?;
+    if !narrow(&scope, &mut action.filter.selection) {
+        return Ok(Json(dlq::RedriveSummary { dry_run: action.dry_run, ..Default::default() }));
+    }
+    check_destination(&state, &scope, action.filter.destination.as_deref()).await?;
+    audit_operation(&state, &writer, "redrive", "dlq", action.filter.selection.tenant.as_deref(), &body).await?;
     let summary = dlq::redrive(&state.jetstream, &action.filter, action.dry_run).await.map_err(ops_error)?;
     tracing::info!(selected = summary.selected, redriven = summary.redriven, failed = summary.failed, "dead letters re-driven over HTTP");
     Ok(Json(summary))
@@ -139,10 +212,20 @@ pub async fn redrive_dlq(State(state): State<SharedState>, body: axum::body::Byt
     path = "/api/v1/dlq/purge",
     tag = "operations",
     request_body(content = Object, description = "`{\"stage\", \"reason\", \"seqs\": [..], \"selection\": {...}, \"limit\", \"dry_run\"}`"),
-    responses((status = 200, description = "`{dry_run, purged}`", body = Object), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody))
+    responses((status = 200, description = "`{dry_run, purged}`", body = Object), (status = 401, body = ErrorBody), (status = 403, description = "A read-only token", body = ErrorBody), (status = 422, body = ErrorBody))
 )]
-pub async fn purge_dlq(State(state): State<SharedState>, body: axum::body::Bytes) -> Result<Json<serde_json::Value>, ApiError> {
-    let action: DlqAction = serde_json::from_slice(&body).map_err(|e| ApiError::bad_json(format!("not a purge request: {e}")))?;
+pub async fn purge_dlq(
+    State(state): State<SharedState>,
+    scope: Scope,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let writer = scope.writer()?;
+    let mut action: DlqAction = serde_json::from_slice(&body).map_err(|e| ApiError::bad_json(format!("not a purge request: {e}")))?;
+    if !narrow(&scope, &mut action.filter.selection) {
+        return Ok(Json(serde_json::json!({"dry_run": action.dry_run, "purged": 0})));
+    }
+    check_destination(&state, &scope, action.filter.destination.as_deref()).await?;
+    audit_operation(&state, &writer, "purge", "dlq", action.filter.selection.tenant.as_deref(), &body).await?;
     let purged = dlq::purge(&state.jetstream, &action.filter, action.dry_run).await.map_err(ops_error)?;
     tracing::info!(purged, dry_run = action.dry_run, "dead letters purged over HTTP");
     Ok(Json(serde_json::json!({"dry_run": action.dry_run, "purged": purged})))

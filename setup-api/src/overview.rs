@@ -3,9 +3,9 @@
 //! letters by reason) and `GET /api/v1/channels/{id}/activity` (when the channel's last webhook
 //! was stored, by a get of the last message on `hookline.raw.<source>.<channel>`).
 //!
-//! Both take the caller's tenant (`Option<&str>`, `None`: every tenant). A tenant sees only its
-//! own destinations and dead letters, and nothing that counts every tenant's traffic (the
-//! streams, the normalizer). The answers hold counters, never rates: the console computes rates
+//! Both take the caller's `Scope`. A tenant token sees only its own destinations, dead letters
+//! and channels (another tenant's channel is absent: 404), and nothing that counts every
+//! tenant's traffic (the streams, the normalizer). The answers hold counters, never rates: the console computes rates
 //! from successive samples, so the API keeps no history.
 
 use async_nats::jetstream::{self, consumer, stream};
@@ -24,6 +24,7 @@ use hookline_operations::selection::Selection;
 use hookline_shared::destination::DEFAULT_DESTINATION_ID;
 use hookline_shared::names;
 
+use crate::auth::Scope;
 use crate::error::{ApiError, ErrorBody};
 use crate::server::SharedState;
 use crate::{db, destinations};
@@ -227,14 +228,13 @@ async fn dead_letters(js: &jetstream::Context, tenant: Option<&str>, stream_tota
     Ok(DeadLetterCounts { total, counted, truncated, by_reason })
 }
 
-/// The overview as `tenant` (`None`: every tenant) may see it.
-pub async fn overview(state: &SharedState, scope: ScopeView) -> Result<Overview, ApiError> {
-    let tenant = scope.tenant.clone();
-    let rows = destinations::db::list(
-        &state.pool,
-        &destinations::db::ListFilter { tenant_id: tenant.clone(), after: None, limit: MAX_DESTINATIONS },
-    )
-    .await?;
+/// The overview as `scope` may see it.
+pub async fn overview(state: &SharedState, scope: &Scope) -> Result<Overview, ApiError> {
+    let tenant = scope.tenant_filter().map(str::to_string);
+    let view = ScopeView { tenant: tenant.clone(), read_only: scope.principal().read_only };
+    let rows =
+        destinations::db::list(&state.pool, scope, &destinations::db::ListFilter { tenant_id: None, after: None, limit: MAX_DESTINATIONS })
+            .await?;
     let js = &state.jetstream;
     let nats = async {
         let (raw, events, dlq_stream) =
@@ -279,12 +279,7 @@ pub async fn overview(state: &SharedState, scope: ScopeView) -> Result<Overview,
     };
     let (streams, stages, destinations, dead_letters) =
         tokio::time::timeout(NATS_BUDGET, nats).await.map_err(|_| ApiError::internal("the overview: NATS did not answer in time"))??;
-    Ok(Overview { scope, at: OffsetDateTime::now_utc(), streams, stages, destinations, dead_letters })
-}
-
-/// The scope of the bootstrap tokens: every one is an admin. Scoped tokens answer their own.
-fn caller_scope() -> ScopeView {
-    ScopeView { tenant: None, read_only: false }
+    Ok(Overview { scope: view, at: OffsetDateTime::now_utc(), streams, stages, destinations, dead_letters })
 }
 
 /// Counters of the pipeline for the console: streams, the normalizer, each destination's
@@ -298,18 +293,17 @@ fn caller_scope() -> ScopeView {
         (status = 401, description = "No valid bearer token", body = ErrorBody),
     )
 )]
-pub async fn overview_route(State(state): State<SharedState>) -> Result<Json<Overview>, ApiError> {
-    Ok(Json(overview(&state, caller_scope()).await?))
+pub async fn overview_route(State(state): State<SharedState>, scope: Scope) -> Result<Json<Overview>, ApiError> {
+    Ok(Json(overview(&state, &scope).await?))
 }
 
-/// When the channel's last webhook was stored.
-pub async fn channel_activity(state: &SharedState, id: &str, tenant: Option<&str>) -> Result<ChannelActivity, ApiError> {
+/// When the channel's last webhook was stored (another tenant's channel is absent).
+pub async fn channel_activity(state: &SharedState, scope: &Scope, id: &str) -> Result<ChannelActivity, ApiError> {
     if !names::is_valid_id(id) {
         return Err(ApiError::channel_not_found(id.get(..64).unwrap_or("")));
     }
     let mut conn = state.pool.acquire().await?;
-    let row =
-        db::get(&mut conn, id).await?.filter(|r| tenant.is_none_or(|t| r.tenant_id == t)).ok_or_else(|| ApiError::channel_not_found(id))?;
+    let row = db::get(&mut conn, scope, id).await?.ok_or_else(|| ApiError::channel_not_found(id))?;
     drop(conn);
     let subject = names::raw_subject(row.source()?, id);
     let last = async {
@@ -336,6 +330,10 @@ pub async fn channel_activity(state: &SharedState, id: &str, tenant: Option<&str
         (status = 404, body = ErrorBody),
     )
 )]
-pub async fn channel_activity_route(State(state): State<SharedState>, Path(id): Path<String>) -> Result<Json<ChannelActivity>, ApiError> {
-    Ok(Json(channel_activity(&state, &id, caller_scope().tenant.as_deref()).await?))
+pub async fn channel_activity_route(
+    State(state): State<SharedState>,
+    scope: Scope,
+    Path(id): Path<String>,
+) -> Result<Json<ChannelActivity>, ApiError> {
+    Ok(Json(channel_activity(&state, &scope, &id).await?))
 }

@@ -18,6 +18,7 @@ use utoipa::ToSchema;
 
 use hookline_operations::replay::{self, ReplayOptions, ReplaySummary};
 
+use crate::auth::Scope;
 use crate::error::{ApiError, ErrorBody};
 use crate::server::SharedState;
 
@@ -71,6 +72,23 @@ fn new_run_id() -> Result<String, ApiError> {
 }
 
 impl Runs {
+    /// A run that selected nothing (a tenant's selection of another tenant), done at once.
+    pub fn nothing(&self, dry_run: bool, tenant: Option<String>) -> Result<RunView, ApiError> {
+        let summary = ReplaySummary { dry_run, ..Default::default() };
+        let run = Arc::new(Run { id: new_run_id()?, tenant, read: Arc::new(AtomicU64::new(0)), outcome: Mutex::new(Some(Ok(summary))) });
+        let answer = view(&run);
+        self.keep(run);
+        Ok(answer)
+    }
+
+    fn keep(&self, run: Arc<Run>) {
+        let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        runs.push_back(run);
+        while runs.len() > KEPT {
+            runs.pop_front();
+        }
+    }
+
     /// Starts `options` as `tenant` (already narrowed); its view at once.
     pub fn start(&self, js: async_nats::jetstream::Context, options: ReplayOptions, tenant: Option<String>) -> Result<RunView, ApiError> {
         let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
@@ -119,10 +137,21 @@ impl Runs {
         (status = 422, description = "A selection that cannot be", body = ErrorBody),
     )
 )]
-pub async fn start_replay(State(state): State<SharedState>, body: axum::body::Bytes) -> Result<(StatusCode, Json<RunView>), ApiError> {
+pub async fn start_replay(
+    State(state): State<SharedState>,
+    scope: Scope,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<RunView>), ApiError> {
+    let writer = scope.writer()?;
     let mut options: ReplayOptions = serde_json::from_slice(&body).map_err(|e| ApiError::bad_json(format!("not a replay request: {e}")))?;
     options.dry_run = false;
     options.selection.validate().map_err(|m| ApiError::invalid("selection", m))?;
+    if !crate::operations::narrow(&scope, &mut options.selection) {
+        // Another tenant's selection selects nothing, as `POST /api/v1/replay` answers.
+        return Ok((StatusCode::ACCEPTED, Json(state.replays.nothing(false, scope.tenant_filter().map(str::to_string))?)));
+    }
+    crate::operations::check_destination(&state, &scope, options.destination.as_deref()).await?;
+    crate::operations::audit_operation(&state, &writer, "replay", "replay", options.selection.tenant.as_deref(), &body).await?;
     let tenant = options.selection.tenant.clone();
     let run = state.replays.start(state.jetstream.clone(), options, tenant)?;
     tracing::info!(run = %run.run_id, "background replay started over HTTP");
@@ -141,6 +170,6 @@ pub async fn start_replay(State(state): State<SharedState>, body: axum::body::By
         (status = 404, description = "No such run (or forgotten)", body = ErrorBody),
     )
 )]
-pub async fn show_replay(State(state): State<SharedState>, Path(run_id): Path<String>) -> Result<Json<RunView>, ApiError> {
-    state.replays.get(&run_id, None).map(Json).ok_or_else(|| ApiError::not_found("no such replay run"))
+pub async fn show_replay(State(state): State<SharedState>, scope: Scope, Path(run_id): Path<String>) -> Result<Json<RunView>, ApiError> {
+    state.replays.get(&run_id, scope.tenant_filter()).map(Json).ok_or_else(|| ApiError::not_found("no such replay run"))
 }

@@ -5,12 +5,15 @@
 //! sealed again and written back with an outbox entry, a batch per transaction, so the bucket
 //! follows. Order of an operator's rotation: give every process the new `secrets.key` with the
 //! old key in `secrets.previous_keys`, restart them, run this, and drop the old key once it
-//! reports 0 left.
+//! reports 0 left. A rotation that re-sealed rows writes one entry to the audit log (token
+//! `cli`, action `rotate_key`, the new key id, how many rows of each table).
 
 use std::time::Duration;
 
 use hookline_shared::config::Config;
 
+use crate::audit;
+use crate::auth::{Principal, Scope};
 use crate::destinations::{db as destination_db, service as destination_service};
 use crate::{db, mirror, SetupApiError};
 
@@ -64,7 +67,28 @@ pub async fn rotate_key(config: &Config) -> Result<u64, SetupApiError> {
         tx.commit().await?;
     }
     tracing::info!(rows = destinations, key_id = keyring.current_id(), "destination secrets sealed under the current key");
+    let channels = total;
     total += destinations;
+    if total > 0 {
+        // The CLI's change, in the audit log like the API's (no token: the operator ran it).
+        let writer = Scope::new(Principal {
+            token_id: "cli".to_string(),
+            token_name: "hookline secrets rotate-key".to_string(),
+            tenant: None,
+            read_only: false,
+        })
+        .writer()
+        .map_err(|_| SetupApiError::Database("the CLI's audit scope".into()))?;
+        let mut conn = pool.acquire().await?;
+        let entry = audit::Entry {
+            action: "rotate_key",
+            resource_type: "secrets_key",
+            resource_id: keyring.current_id(),
+            tenant_id: None,
+            fields: serde_json::json!({"channels": channels, "destinations": destinations}),
+        };
+        audit::record(&mut conn, &writer, entry).await?;
+    }
     if total > 0 && config.nats.url.is_some() {
         match mirror::drain(config, &pool, DRAIN_BUDGET).await {
             Ok(n) => tracing::info!(changes = n, "re-sealed rows mirrored to the buckets"),

@@ -12,6 +12,7 @@ use utoipa::OpenApi;
 
 use hookline_shared::names;
 
+use crate::auth::Scope;
 use crate::db;
 use crate::error::{ApiError, ErrorBody};
 use crate::model::{ChannelPage, ChannelView, CreateChannel, RotateSecret, UpdateChannel};
@@ -86,13 +87,15 @@ fn known_shape(id: &str) -> Result<(), ApiError> {
         (status = 201, description = "Created; `Location` names it", body = ChannelView),
         (status = 400, description = "The body is not a JSON object", body = ErrorBody),
         (status = 401, description = "No valid bearer token", body = ErrorBody),
+        (status = 403, description = "A read-only token, or a tenant outside the token's", body = ErrorBody),
         (status = 409, description = "The id exists, or the platform has a default already", body = ErrorBody),
         (status = 422, description = "A field is invalid; `field` names it", body = ErrorBody),
     )
 )]
-pub async fn create_channel(State(state): State<SharedState>, Body(body): Body) -> Result<Response, ApiError> {
+pub async fn create_channel(State(state): State<SharedState>, scope: Scope, Body(body): Body) -> Result<Response, ApiError> {
+    let writer = scope.writer()?;
     let req: CreateChannel = validate::parse_body(&body, CREATE_FIELDS)?;
-    let (row, _) = service::create(&state, NewChannel::from_request(req)?).await?;
+    let (row, _) = service::create(&state, &writer, NewChannel::from_request(req)?, "create").await?;
     let location = HeaderValue::from_str(&format!("/api/v1/channels/{}", row.id))
         .map_err(|_| ApiError::internal("channel id is not a header value"))?;
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(view(&state, &row)?)).into_response())
@@ -117,11 +120,15 @@ pub async fn create_channel(State(state): State<SharedState>, Body(body): Body) 
         (status = 422, description = "A parameter's value is invalid", body = ErrorBody),
     )
 )]
-pub async fn list_channels(State(state): State<SharedState>, RawQuery(query): RawQuery) -> Result<Json<ChannelPage>, ApiError> {
+pub async fn list_channels(
+    State(state): State<SharedState>,
+    scope: Scope,
+    RawQuery(query): RawQuery,
+) -> Result<Json<ChannelPage>, ApiError> {
     let mut filter = validate::list_query(query.as_deref())?;
     let limit = filter.limit;
     filter.limit = limit + 1;
-    let mut rows = db::list(&state.pool, &filter).await?;
+    let mut rows = db::list(&state.pool, &scope, &filter).await?;
     let next_cursor = if rows.len() as i64 > limit {
         rows.truncate(limit as usize);
         rows.last().map(|r| r.id.clone())
@@ -144,10 +151,10 @@ pub async fn list_channels(State(state): State<SharedState>, RawQuery(query): Ra
         (status = 404, body = ErrorBody),
     )
 )]
-pub async fn get_channel(State(state): State<SharedState>, Path(id): Path<String>) -> Result<Json<ChannelView>, ApiError> {
+pub async fn get_channel(State(state): State<SharedState>, scope: Scope, Path(id): Path<String>) -> Result<Json<ChannelView>, ApiError> {
     known_shape(&id)?;
     let mut conn = state.pool.acquire().await?;
-    let row = db::get(&mut conn, &id).await?.ok_or_else(|| ApiError::channel_not_found(&id))?;
+    let row = db::get(&mut conn, &scope, &id).await?.ok_or_else(|| ApiError::channel_not_found(&id))?;
     Ok(Json(view(&state, &row)?))
 }
 
@@ -162,6 +169,7 @@ pub async fn get_channel(State(state): State<SharedState>, Path(id): Path<String
         (status = 200, body = ChannelView),
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
+        (status = 403, description = "A read-only token, or a tenant outside the token's", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 409, description = "The platform has a default already", body = ErrorBody),
         (status = 422, body = ErrorBody),
@@ -169,12 +177,14 @@ pub async fn get_channel(State(state): State<SharedState>, Path(id): Path<String
 )]
 pub async fn update_channel(
     State(state): State<SharedState>,
+    scope: Scope,
     Path(id): Path<String>,
     Body(body): Body,
 ) -> Result<Json<ChannelView>, ApiError> {
+    let writer = scope.writer()?;
     known_shape(&id)?;
     let req: UpdateChannel = validate::parse_body(&body, UPDATE_FIELDS)?;
-    let row = service::update(&state, &id, req).await?;
+    let row = service::update(&state, &writer, &id, req).await?;
     Ok(Json(view(&state, &row)?))
 }
 
@@ -187,12 +197,14 @@ pub async fn update_channel(
     responses(
         (status = 204, description = "Deleted"),
         (status = 401, body = ErrorBody),
+        (status = 403, description = "A read-only token, or a tenant outside the token's", body = ErrorBody),
         (status = 404, body = ErrorBody),
     )
 )]
-pub async fn delete_channel(State(state): State<SharedState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn delete_channel(State(state): State<SharedState>, scope: Scope, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    let writer = scope.writer()?;
     known_shape(&id)?;
-    service::delete(&state, &id).await?;
+    service::delete(&state, &writer, &id, "delete").await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -207,18 +219,21 @@ pub async fn delete_channel(State(state): State<SharedState>, Path(id): Path<Str
         (status = 200, description = "Rotated; `previous_secret_expires_at` says until when the old secret verifies", body = ChannelView),
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
+        (status = 403, description = "A read-only token, or a tenant outside the token's", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 422, body = ErrorBody),
     )
 )]
 pub async fn rotate_secret(
     State(state): State<SharedState>,
+    scope: Scope,
     Path(id): Path<String>,
     Body(body): Body,
 ) -> Result<Json<ChannelView>, ApiError> {
+    let writer = scope.writer()?;
     known_shape(&id)?;
     let req: RotateSecret = validate::parse_body(&body, ROTATE_FIELDS)?;
-    let row = service::rotate_secret(&state, &id, req).await?;
+    let row = service::rotate_secret(&state, &writer, &id, req).await?;
     Ok(Json(view(&state, &row)?))
 }
 
@@ -229,7 +244,7 @@ pub async fn rotate_secret(
     tag = "meta",
     responses((status = 200, description = "The OpenAPI document", content_type = "application/json"))
 )]
-pub async fn openapi_json() -> Response {
+pub async fn openapi_json(_scope: Scope) -> Response {
     static DOC: OnceLock<String> = OnceLock::new();
     let doc = DOC.get_or_init(|| crate::openapi::ApiDoc::openapi().to_pretty_json().unwrap_or_else(|_| "{}".to_string()));
     ([(header::CONTENT_TYPE, "application/json")], doc.clone()).into_response()

@@ -20,7 +20,7 @@ use hookline_shared::config::{Config, ConfigError};
 use hookline_shared::crypto::Keyring;
 use hookline_shared::metrics::{Metrics, CONTENT_TYPE};
 
-use crate::auth::Tokens;
+use crate::auth::{Authenticated, FailureLimiter, Scope, Tokens};
 use crate::error::ApiError;
 use crate::metrics::{ApiMetrics, RequestLabels};
 use crate::mirror::{self, Mirror};
@@ -38,6 +38,10 @@ pub struct AppState {
     pub pool: PgPool,
     pub keyring: Arc<Keyring>,
     pub tokens: Tokens,
+    /// Failed authentications per client address (`setup_api.auth_failures_per_minute`).
+    pub auth_failures: FailureLimiter,
+    /// `setup_api.allow_private_destinations`: tenant tokens may point anywhere too.
+    pub allow_private_destinations: bool,
     /// `ingest.public_url` without a trailing `/`.
     pub public_base: String,
     pub mirror: Arc<Mirror>,
@@ -82,6 +86,9 @@ pub fn router(state: SharedState) -> Router {
         .route("/replays/{run_id}", get(crate::replays::show_replay))
         .route("/overview", get(crate::overview::overview_route))
         .route("/channels/{id}/activity", get(crate::overview::channel_activity_route))
+        .route("/tokens", post(crate::tokens::create_token).get(crate::tokens::list_tokens))
+        .route("/tokens/{id}", axum::routing::delete(crate::tokens::revoke_token))
+        .route("/audit", get(crate::audit::list_audit))
         .fallback(routes::api_not_found)
         .method_not_allowed_fallback(routes::api_method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
@@ -98,13 +105,32 @@ pub fn router(state: SharedState) -> Router {
         .with_state(state)
 }
 
-async fn require_token(State(state): State<SharedState>, req: Request, next: Next) -> Response {
+/// The bearer check: turns the token into the request's `Scope` (which every handler takes),
+/// refuses every change of a read-only token with 403, and answers 429 to an address past its
+/// failed authentications of the minute (see `auth`).
+async fn require_token(State(state): State<SharedState>, mut req: Request, next: Next) -> Response {
+    let addr = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    let exhausted = state.auth_failures.exhausted(addr);
     let header = req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes());
-    if state.tokens.accepts_header(header) {
-        next.run(req).await
-    } else {
-        ApiError::unauthorized().into_response()
+    let principal = match state.tokens.authenticate(&state.pool, header, !exhausted).await {
+        Ok(Authenticated::Yes(p)) => p,
+        Ok(Authenticated::No) => {
+            state.auth_failures.failed(addr);
+            state.metrics.auth_failures.inc();
+            tracing::info!(client = %addr, limited = exhausted, "setup-api authentication failed");
+            return if exhausted { ApiError::too_many_failures() } else { ApiError::unauthorized() }.into_response();
+        }
+        Err(e) => return e.into_response(),
+    };
+    if principal.read_only && !matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD) {
+        return ApiError::forbidden(None, "this token is read-only").into_response();
     }
+    req.extensions_mut().insert(Scope::new(principal));
+    next.run(req).await
 }
 
 /// Counts and logs every request by route template; never a body, header or query string.
@@ -212,6 +238,8 @@ pub async fn run(
         pool: pool.clone(),
         keyring,
         tokens: Tokens::new(&config.setup_api.tokens),
+        auth_failures: FailureLimiter::new(config.setup_api.auth_failures_per_minute),
+        allow_private_destinations: config.setup_api.allow_private_destinations,
         public_base: config.ingest.public_url.trim_end_matches('/').to_string(),
         mirror,
         platforms: PlatformClient::new(&config.setup_api).map_err(|e| SetupApiError::HttpClient(e.to_string()))?,
@@ -236,7 +264,7 @@ pub async fn run(
             tracing::info!("setup-api shutting down: answering the requests in flight");
         }
     };
-    let serve = axum::serve(listener, app).with_graceful_shutdown(graceful);
+    let serve = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).with_graceful_shutdown(graceful);
     let deadline = async {
         shutdown.cancelled().await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;

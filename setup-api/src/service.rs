@@ -11,6 +11,8 @@ use hookline_shared::config::ConfigError;
 use hookline_shared::crypto::Keyring;
 use hookline_shared::{Secret, Source};
 
+use crate::audit::{self, Entry};
+use crate::auth::Writer;
 use crate::db::{self, ChannelRow, Settings};
 use crate::error::ApiError;
 use crate::model::{CreateChannel, RotateSecret, UpdateChannel};
@@ -94,12 +96,29 @@ fn crypto_fault(id: &str, e: impl std::fmt::Display) -> ApiError {
     ApiError::internal(format!("channel {id}: {e}"))
 }
 
-/// Creates the channel; returns its row and the outbox seq of the change.
-pub async fn create(state: &AppState, new: NewChannel) -> Result<(ChannelRow, i64), ApiError> {
+fn settings_keys(settings: &Settings) -> serde_json::Value {
+    serde_json::Value::Array(settings.keys().map(|k| serde_json::Value::String(k.clone())).collect())
+}
+
+/// Creates the channel (refused with 403 naming `tenant_id` outside the writer's tenant); its
+/// row and the outbox seq of the change. `action` names it in the audit log (`create`, or
+/// `setup` for a platform helper).
+pub async fn create(state: &AppState, writer: &Writer, new: NewChannel, action: &str) -> Result<(ChannelRow, i64), ApiError> {
+    writer.require_tenant("tenant_id", Some(&new.tenant_id))?;
+    let fields = serde_json::json!({
+        "tenant_id": new.tenant_id, "source": new.source.as_str(), "platform": new.platform, "name": new.name,
+        "default": new.default, "settings": settings_keys(&new.settings), "secret": "[redacted]",
+    });
     let row = new.into_row(&state.keyring)?;
     let mut tx = state.pool.begin().await?;
     db::insert(&mut tx, &row).await?;
     let seq = db::enqueue(&mut tx, &row.id).await?;
+    audit::record(
+        &mut tx,
+        writer,
+        Entry { action, resource_type: "channel", resource_id: &row.id, tenant_id: Some(&row.tenant_id), fields },
+    )
+    .await?;
     tx.commit().await?;
     state.mirror.kick();
     tracing::info!(channel_id = %row.id, tenant_id = %row.tenant_id, source = %row.source, "channel created");
@@ -114,13 +133,31 @@ fn drop_expired_previous(row: &mut ChannelRow, now: time::OffsetDateTime) {
     }
 }
 
-pub async fn update(state: &AppState, id: &str, req: UpdateChannel) -> Result<ChannelRow, ApiError> {
+pub async fn update(state: &AppState, writer: &Writer, id: &str, req: UpdateChannel) -> Result<ChannelRow, ApiError> {
+    let mut fields = serde_json::Map::new();
     let mut tx = state.pool.begin().await?;
-    let mut row = db::get_for_update(&mut tx, id).await?.ok_or_else(|| ApiError::channel_not_found(id))?;
+    let mut row = db::get_for_update(&mut tx, writer, id).await?.ok_or_else(|| ApiError::channel_not_found(id))?;
     let source = row.source()?;
     if let Some(tenant_id) = req.tenant_id {
         validate::id("tenant_id", &tenant_id)?;
+        writer.require_tenant("tenant_id", Some(&tenant_id))?;
+        fields.insert("tenant_id".into(), tenant_id.clone().into());
         row.tenant_id = tenant_id;
+    }
+    if let Some(name) = &req.name {
+        fields.insert("name".into(), serde_json::json!(name));
+    }
+    if let Some(platform) = &req.platform {
+        fields.insert("platform".into(), platform.clone().into());
+    }
+    if let Some(default) = req.default {
+        fields.insert("default".into(), default.into());
+    }
+    if let Some(settings) = &req.settings {
+        fields.insert("settings".into(), settings_keys(settings));
+    }
+    if req.verify_token.is_some() {
+        fields.insert("verify_token".into(), "[redacted]".into());
     }
     if let Some(name) = req.name {
         row.name = validate::name(name)?;
@@ -150,19 +187,25 @@ pub async fn update(state: &AppState, id: &str, req: UpdateChannel) -> Result<Ch
     row.updated_at = now;
     db::update(&mut tx, &row).await?;
     db::enqueue(&mut tx, id).await?;
+    audit::record(
+        &mut tx,
+        writer,
+        Entry { action: "update", resource_type: "channel", resource_id: id, tenant_id: Some(&row.tenant_id), fields: fields.into() },
+    )
+    .await?;
     tx.commit().await?;
     state.mirror.kick();
     tracing::info!(channel_id = %id, "channel updated");
     Ok(row)
 }
 
-pub async fn rotate_secret(state: &AppState, id: &str, req: RotateSecret) -> Result<ChannelRow, ApiError> {
+pub async fn rotate_secret(state: &AppState, writer: &Writer, id: &str, req: RotateSecret) -> Result<ChannelRow, ApiError> {
     let valid_for = req.previous_valid_for_s.unwrap_or(DEFAULT_PREVIOUS_VALID_FOR_S);
     if valid_for > MAX_PREVIOUS_VALID_FOR_S {
         return Err(ApiError::invalid("previous_valid_for_s", format!("at most {MAX_PREVIOUS_VALID_FOR_S} (30 days)")));
     }
     let mut tx = state.pool.begin().await?;
-    let mut row = db::get_for_update(&mut tx, id).await?.ok_or_else(|| ApiError::channel_not_found(id))?;
+    let mut row = db::get_for_update(&mut tx, writer, id).await?.ok_or_else(|| ApiError::channel_not_found(id))?;
     let source = row.source()?;
     validate::secret(source, "secret", &req.secret)?;
     row.reseal(&state.keyring).map_err(|e| crypto_fault(id, e))?;
@@ -178,18 +221,41 @@ pub async fn rotate_secret(state: &AppState, id: &str, req: RotateSecret) -> Res
     row.updated_at = now;
     db::update(&mut tx, &row).await?;
     db::enqueue(&mut tx, id).await?;
+    audit::record(
+        &mut tx,
+        writer,
+        Entry {
+            action: "rotate_secret",
+            resource_type: "channel",
+            resource_id: id,
+            tenant_id: Some(&row.tenant_id),
+            fields: serde_json::json!({"secret": "[redacted]", "previous_valid_for_s": valid_for}),
+        },
+    )
+    .await?;
     tx.commit().await?;
     state.mirror.kick();
     tracing::info!(channel_id = %id, previous_valid_for_s = valid_for, "channel secret rotated");
     Ok(row)
 }
 
-pub async fn delete(state: &AppState, id: &str) -> Result<(), ApiError> {
+/// Deletes the channel; `action` names it in the audit log (`delete`, or `setup_undone` when a
+/// platform helper takes back the channel it created).
+pub async fn delete(state: &AppState, writer: &Writer, id: &str, action: &str) -> Result<(), ApiError> {
     let mut tx = state.pool.begin().await?;
-    if !db::delete(&mut tx, id).await? {
+    let Some(row) = db::get_for_update(&mut tx, writer, id).await? else {
+        return Err(ApiError::channel_not_found(id));
+    };
+    if !db::delete(&mut tx, writer, id).await? {
         return Err(ApiError::channel_not_found(id));
     }
     db::enqueue(&mut tx, id).await?;
+    audit::record(
+        &mut tx,
+        writer,
+        Entry { action, resource_type: "channel", resource_id: id, tenant_id: Some(&row.tenant_id), fields: serde_json::json!({}) },
+    )
+    .await?;
     tx.commit().await?;
     state.mirror.kick();
     tracing::info!(channel_id = %id, "channel deleted");

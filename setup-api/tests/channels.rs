@@ -82,7 +82,8 @@ async fn crud_with_the_contracts_answers() {
 
 #[tokio::test]
 async fn bad_input_unknown_ids_duplicates_and_missing_tokens() {
-    let stack = Stack::start(Options::default()).await;
+    // 27 refused tokens below: more than the default limit of failed authentications a minute.
+    let stack = Stack::start(Options { extra: &[("HOOKLINE_SETUP_API__AUTH_FAILURES_PER_MINUTE", "100")], ..Default::default() }).await;
     let api = &stack.api;
     let s = secret("meta-app-secret-errors-2");
 
@@ -412,6 +413,15 @@ async fn rotate_key_reseals_every_row_under_the_new_key() {
     let db = stack.db().await;
     let rows: Vec<(String, String)> = sqlx::query_as("SELECT id, key_id FROM channels").fetch_all(&db).await.expect("rows");
     assert!(rows.iter().all(|(_, kid)| kid == new_only.current_id()));
+    // The CLI's change is in the audit log, once (the second run changed nothing).
+    let audited: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT token_id, resource_id, fields::text FROM audit_log WHERE action = 'rotate_key'")
+            .fetch_all(&db)
+            .await
+            .expect("audit");
+    assert_eq!(audited.len(), 1, "{audited:?}");
+    assert_eq!((audited[0].0.as_str(), audited[0].1.as_str()), ("cli", new_only.current_id()));
+    assert!(audited[0].2.contains("\"channels\": 3"), "{audited:?}");
     // The bucket followed (rotate-key relays the outbox itself when no API runs).
     let store = stack.bucket().await;
     for id in &ids {

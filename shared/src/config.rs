@@ -159,6 +159,10 @@ pub struct SetupApiConfig {
     pub telegram_api_url: String,
     pub graph_api_url: String,
     pub twilio_api_url: String,
+    /// Failed authentications answered per client address and minute before 429.
+    pub auth_failures_per_minute: u32,
+    /// Lets tenant tokens write destinations to loopback, private and link-local addresses.
+    pub allow_private_destinations: bool,
 }
 
 /// A list of secrets, from a list or from one comma-separated string.
@@ -392,6 +396,9 @@ impl Config {
         ] {
             validate_http_url(url).map_err(|m| ConfigError::new(key, m))?;
         }
+        if self.setup_api.auth_failures_per_minute == 0 {
+            return Err(ConfigError::new("setup_api.auth_failures_per_minute", "at least 1"));
+        }
         if self.setup_api.tokens.iter().any(|t| t.expose().len() < 16) {
             return Err(ConfigError::new("setup_api.tokens", "each token must be at least 16 characters"));
         }
@@ -490,11 +497,12 @@ impl Config {
 }
 
 /// Variables with the `HOOKLINE_` prefix that are not configuration: the paths the scripts export
-/// for the harness and `up`, and the service links Kubernetes injects for services whose name
+/// for the harness and `up`, where `hookline tokens` finds the setup API and its admin token
+/// (`HOOKLINE_SETUP_API_URL`, `HOOKLINE_SETUP_API_TOKEN`), and the service links Kubernetes injects for services whose name
 /// starts with `hookline` (`HOOKLINE_INGEST_SERVICE_HOST`, `HOOKLINE_INGEST_PORT_8080_TCP`, ...).
 /// Every other `HOOKLINE_*` variable must name a key, so a typo stops the process.
 fn is_configuration_variable(rest: &str) -> bool {
-    const TOOLS: [&str; 2] = ["NATS_SERVER", "PG_BIN"];
+    const TOOLS: [&str; 4] = ["NATS_SERVER", "PG_BIN", "SETUP_API_URL", "SETUP_API_TOKEN"];
     if TOOLS.contains(&rest) {
         return false;
     }
@@ -714,12 +722,28 @@ mod tests {
     }
 
     #[test]
+    fn token_limits_and_the_egress_switch_have_defaults_and_are_checked() {
+        let c = load(None, &[]).expect("loads");
+        assert_eq!((c.setup_api.auth_failures_per_minute, c.setup_api.allow_private_destinations), (20, false));
+        let c = load(
+            None,
+            &[("HOOKLINE_SETUP_API__ALLOW_PRIVATE_DESTINATIONS", "true"), ("HOOKLINE_SETUP_API__AUTH_FAILURES_PER_MINUTE", "5")],
+        )
+        .expect("loads");
+        assert_eq!((c.setup_api.auth_failures_per_minute, c.setup_api.allow_private_destinations), (5, true));
+        let e = load(None, &[("HOOKLINE_SETUP_API__AUTH_FAILURES_PER_MINUTE", "0")]).expect_err("zero");
+        assert_eq!(e.key, "setup_api.auth_failures_per_minute");
+    }
+
+    #[test]
     fn tool_and_kubernetes_variables_are_not_configuration_but_typos_are_refused() {
         let c = load(
             None,
             &[
                 ("HOOKLINE_NATS_SERVER", "/usr/bin/nats-server"),
                 ("HOOKLINE_PG_BIN", "/usr/lib/postgresql/15/bin"),
+                ("HOOKLINE_SETUP_API_URL", "http://127.0.0.1:8081"),
+                ("HOOKLINE_SETUP_API_TOKEN", "hlk_0123"),
                 ("HOOKLINE_INGEST_SERVICE_HOST", "10.0.0.1"),
                 ("HOOKLINE_INGEST_SERVICE_PORT", "8080"),
                 ("HOOKLINE_INGEST_PORT", "tcp://10.0.0.1:8080"),

@@ -624,6 +624,10 @@ pub struct DestinationRecord {
     pub max_age_s: Option<u64>,
     #[serde(default)]
     pub paused: bool,
+    /// Written by a tenant token (and `setup_api.allow_private_destinations` off): the forwarder
+    /// connects only to addresses `egress::forbidden` allows, checked after DNS resolution.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restrict_egress: bool,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -657,6 +661,7 @@ impl DestinationRecord {
             retry_schedule_s: spec.retry_schedule_s.clone(),
             max_age_s: spec.max_age_s,
             paused: spec.paused,
+            restrict_egress: false,
             created_at: now,
             updated_at: now,
             id,
@@ -722,6 +727,7 @@ impl DestinationRecord {
             retry_schedule_s: self.retry_schedule_s.clone(),
             max_age_s: self.max_age_s,
             paused: self.paused,
+            restrict_egress: self.restrict_egress,
             created_at: Some(self.created_at),
         })
     }
@@ -749,6 +755,8 @@ pub struct Destination {
     pub retry_schedule_s: Option<Vec<u64>>,
     pub max_age_s: Option<u64>,
     pub paused: bool,
+    /// Deliveries reach only addresses `egress::forbidden` allows (see `DestinationRecord`).
+    pub restrict_egress: bool,
     /// When it was created (the bucket's record): it receives the events stored from then on,
     /// whenever a forwarder first sets up its consumer. `None` for `default`.
     pub created_at: Option<OffsetDateTime>,
@@ -776,6 +784,7 @@ impl Destination {
             retry_schedule_s: None,
             max_age_s: None,
             paused: false,
+            restrict_egress: false,
             created_at: None,
         }
     }

@@ -7,6 +7,7 @@ pub mod crypto;
 pub mod destination;
 pub mod dlq;
 pub mod durability;
+pub mod egress;
 pub mod event;
 pub mod filter;
 pub mod group_commit;

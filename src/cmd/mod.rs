@@ -1,5 +1,6 @@
 //! One file per subcommand, and the shutdown signal they share.
 
+pub mod audit;
 pub mod bench;
 pub mod dlq;
 pub mod forwarder;
@@ -9,6 +10,7 @@ pub mod normalizer;
 pub mod replay;
 pub mod setup_api;
 pub mod sink;
+pub mod tokens;
 pub mod up;
 
 use tokio_util::sync::CancellationToken;

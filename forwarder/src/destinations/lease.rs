@@ -44,7 +44,7 @@ impl Lease {
             }
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => None,
             Err(e) => {
-                tracing::warn!(destination = key, error = %e, "cannot take the ordered destination's lease; retrying");
+                tracing::debug!(destination = key, error = %e, "cannot take the ordered destination's lease now; retrying");
                 None
             }
         }

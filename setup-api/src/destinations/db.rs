@@ -12,6 +12,7 @@ use hookline_shared::crypto::Sealed;
 use hookline_shared::destination::{DestinationRecord, Ordering};
 use hookline_shared::filter::Filter;
 
+use crate::auth::Scope;
 use crate::error::ApiError;
 use crate::metrics::{ApiMetrics, MirrorLabels};
 use crate::mirror::{AllRows, Current, Mirrored};
@@ -40,6 +41,7 @@ pub struct DestinationRow {
     pub retry_schedule_s: Option<Vec<i64>>,
     pub max_age_s: Option<i64>,
     pub paused: bool,
+    pub restrict_egress: bool,
     pub key_id: String,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
@@ -66,6 +68,7 @@ impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for DestinationRow {
             retry_schedule_s: row.try_get("retry_schedule_s")?,
             max_age_s: row.try_get("max_age_s")?,
             paused: row.try_get("paused")?,
+            restrict_egress: row.try_get("restrict_egress")?,
             key_id: row.try_get("key_id")?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
@@ -111,6 +114,7 @@ impl DestinationRow {
                 .transpose()?,
             max_age_s: record.max_age_s.map(|n| convert(signed(id, "max_age_s", n))).transpose()?,
             paused: record.paused,
+            restrict_egress: record.restrict_egress,
             key_id: key_id.to_string(),
             created_at: record.created_at,
             updated_at: record.updated_at,
@@ -146,6 +150,7 @@ impl DestinationRow {
                 .transpose()?,
             max_age_s: self.max_age_s.map(|n| signed(id, "max_age_s", n)).transpose()?,
             paused: self.paused,
+            restrict_egress: self.restrict_egress,
             created_at: self.created_at,
             updated_at: self.updated_at,
         })
@@ -162,7 +167,7 @@ macro_rules! columns {
     () => {
         "id, tenant_id, name, url, signing_secret, previous_signing_secret, previous_valid_until, \
          headers, header_names, filter, ordering, max_in_flight, rate_limit_per_s, timeout_ms, \
-         retry_schedule_s, max_age_s, paused, key_id, created_at, updated_at"
+         retry_schedule_s, max_age_s, paused, key_id, created_at, updated_at, restrict_egress"
     };
 }
 
@@ -171,7 +176,7 @@ macro_rules! insert_sql {
         concat!(
             "INSERT INTO destinations (",
             columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
         )
     };
 }
@@ -201,6 +206,7 @@ fn bind_all<'q>(
         .bind(&row.key_id)
         .bind(row.created_at)
         .bind(row.updated_at)
+        .bind(row.restrict_egress)
 }
 
 pub async fn insert(conn: &mut PgConnection, row: &DestinationRow) -> Result<(), sqlx::Error> {
@@ -219,8 +225,8 @@ pub async fn update(conn: &mut PgConnection, row: &DestinationRow) -> Result<(),
         "UPDATE destinations SET tenant_id = $2, name = $3, url = $4, signing_secret = $5, \
          previous_signing_secret = $6, previous_valid_until = $7, headers = $8, header_names = $9, \
          filter = $10, ordering = $11, max_in_flight = $12, rate_limit_per_s = $13, timeout_ms = $14, \
-         retry_schedule_s = $15, max_age_s = $16, paused = $17, key_id = $18, updated_at = $19 \
-         WHERE id = $1",
+         retry_schedule_s = $15, max_age_s = $16, paused = $17, key_id = $18, updated_at = $19, \
+         restrict_egress = $20 WHERE id = $1",
     )
     .bind(&row.id)
     .bind(&row.tenant_id)
@@ -241,28 +247,53 @@ pub async fn update(conn: &mut PgConnection, row: &DestinationRow) -> Result<(),
     .bind(row.paused)
     .bind(&row.key_id)
     .bind(row.updated_at)
+    .bind(row.restrict_egress)
     .execute(conn)
     .await
     .map(|_| ())
 }
 
-pub async fn get(conn: &mut PgConnection, id: &str) -> Result<Option<DestinationRow>, sqlx::Error> {
+/// The row whatever its tenant: for the mirror only.
+pub(crate) async fn get_unscoped(conn: &mut PgConnection, id: &str) -> Result<Option<DestinationRow>, sqlx::Error> {
     sqlx::query_as::<_, DestinationRow>(concat!("SELECT ", columns!(), " FROM destinations WHERE id = $1"))
         .bind(id)
         .fetch_optional(conn)
         .await
 }
 
-/// The row, locked until the transaction ends.
-pub async fn get_for_update(tx: &mut Transaction<'_, Postgres>, id: &str) -> Result<Option<DestinationRow>, sqlx::Error> {
-    sqlx::query_as::<_, DestinationRow>(concat!("SELECT ", columns!(), " FROM destinations WHERE id = $1 FOR UPDATE"))
-        .bind(id)
-        .fetch_optional(&mut **tx)
-        .await
+/// The row if `scope` may see it: a tenant token sees its tenant's destinations only (not
+/// those of every tenant).
+pub async fn get(conn: &mut PgConnection, scope: &Scope, id: &str) -> Result<Option<DestinationRow>, sqlx::Error> {
+    sqlx::query_as::<_, DestinationRow>(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM destinations WHERE id = $1 AND ($2::text IS NULL OR tenant_id = $2)"
+    ))
+    .bind(id)
+    .bind(scope.tenant_filter())
+    .fetch_optional(conn)
+    .await
 }
 
-pub async fn delete(conn: &mut PgConnection, id: &str) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("DELETE FROM destinations WHERE id = $1").bind(id).execute(conn).await?;
+/// The row if `scope` may see it, locked until the transaction ends.
+pub async fn get_for_update(tx: &mut Transaction<'_, Postgres>, scope: &Scope, id: &str) -> Result<Option<DestinationRow>, sqlx::Error> {
+    sqlx::query_as::<_, DestinationRow>(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM destinations WHERE id = $1 AND ($2::text IS NULL OR tenant_id = $2) FOR UPDATE"
+    ))
+    .bind(id)
+    .bind(scope.tenant_filter())
+    .fetch_optional(&mut **tx)
+    .await
+}
+
+pub async fn delete(conn: &mut PgConnection, scope: &Scope, id: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM destinations WHERE id = $1 AND ($2::text IS NULL OR tenant_id = $2)")
+        .bind(id)
+        .bind(scope.tenant_filter())
+        .execute(conn)
+        .await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -274,18 +305,21 @@ pub struct ListFilter {
     pub limit: i64,
 }
 
-pub async fn list(pool: &PgPool, filter: &ListFilter) -> Result<Vec<DestinationRow>, sqlx::Error> {
+/// The rows `scope` may see that match `filter`.
+pub async fn list(pool: &PgPool, scope: &Scope, filter: &ListFilter) -> Result<Vec<DestinationRow>, sqlx::Error> {
     sqlx::query_as::<_, DestinationRow>(concat!(
         "SELECT ",
         columns!(),
         " FROM destinations \
          WHERE ($1::text IS NULL OR tenant_id = $1) \
+           AND ($4::text IS NULL OR tenant_id = $4) \
            AND ($2::text IS NULL OR id > $2) \
          ORDER BY id LIMIT $3"
     ))
     .bind(&filter.tenant_id)
     .bind(&filter.after)
     .bind(filter.limit)
+    .bind(scope.tenant_filter())
     .fetch_all(pool)
     .await
 }
@@ -332,7 +366,7 @@ impl Mirrored for Destinations {
     type Record = DestinationRecord;
 
     async fn current(conn: &mut PgConnection, id: &str) -> Result<Option<Current<DestinationRecord>>, sqlx::Error> {
-        Ok(self::get(conn, id).await?.map(|row| row.to_record()))
+        Ok(self::get_unscoped(conn, id).await?.map(|row| row.to_record()))
     }
 
     async fn all(conn: &mut PgConnection) -> Result<AllRows<DestinationRecord>, sqlx::Error> {

@@ -12,13 +12,14 @@ pub mod service;
 pub mod state;
 
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::Value;
 
 use hookline_shared::names;
 
+use crate::auth::Scope;
 use crate::error::{ApiError, ErrorBody};
 use crate::routes::Body;
 use crate::server::{AppState, SharedState};
@@ -77,16 +78,6 @@ const UPDATE_FIELDS: Fields = &[
 const ROTATE_FIELDS: Fields =
     &[("signing_secret", Rule::Required("a string")), ("previous_valid_for_s", Rule::Optional("a whole number of seconds"))];
 
-/// Only an admin may create (or turn a destination into) a destination of every tenant.
-///
-/// Today every accepted token is an admin: `setup_api.tokens` are the bootstrap admin tokens,
-/// and tokens with scopes (`admin`, or one tenant) are the issue "API tokens, scopes and audit"
-/// (DESIGN.md). So this always allows; that issue makes it look at the caller's token (in
-/// `headers`) and answer 404 or 403 for a tenant-scoped one.
-pub fn require_admin_for_all_tenants(_state: &AppState, _headers: &HeaderMap) -> Result<(), ApiError> {
-    Ok(())
-}
-
 /// An id that cannot be a destination's is simply not found.
 fn known_shape(id: &str) -> Result<(), ApiError> {
     if names::is_valid_id(id) {
@@ -117,14 +108,16 @@ async fn view(state: &AppState, row: &DestinationRow) -> Result<DestinationView,
         (status = 201, description = "Created; `Location` names it. The bucket `hookline_destinations` holds it within a second", body = DestinationView),
         (status = 400, description = "The body is not a JSON object", body = ErrorBody),
         (status = 401, description = "No valid bearer token", body = ErrorBody),
+        (status = 403, description = "A read-only token, or a tenant outside the token's", body = ErrorBody),
         (status = 409, description = "The id exists", body = ErrorBody),
         (status = 422, description = "A field is invalid; `field` names it (`url`, `headers.X-Api-Key`, `filter.match.message.type.$gtx`, `retry_schedule_s[2]`)", body = ErrorBody),
     )
 )]
-pub async fn create_destination(State(state): State<SharedState>, headers: HeaderMap, Body(body): Body) -> Result<Response, ApiError> {
+pub async fn create_destination(State(state): State<SharedState>, scope: Scope, Body(body): Body) -> Result<Response, ApiError> {
+    let writer = scope.writer()?;
     let value: Value = validate::parse_body(&body, CREATE_FIELDS)?;
     let spec = service::spec_from_body(&value)?;
-    let row = service::create(&state, &headers, spec).await?;
+    let row = service::create(&state, &writer, spec, crate::audit::fields(&value)).await?;
     let location = HeaderValue::from_str(&format!("/api/v1/destinations/{}", row.id))
         .map_err(|_| ApiError::internal("destination id is not a header value"))?;
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(view(&state, &row).await?)).into_response())
@@ -183,11 +176,15 @@ fn list_query(query: Option<&str>) -> Result<db::ListFilter, ApiError> {
         (status = 422, description = "A parameter's value is invalid", body = ErrorBody),
     )
 )]
-pub async fn list_destinations(State(state): State<SharedState>, RawQuery(query): RawQuery) -> Result<Json<DestinationPage>, ApiError> {
+pub async fn list_destinations(
+    State(state): State<SharedState>,
+    scope: Scope,
+    RawQuery(query): RawQuery,
+) -> Result<Json<DestinationPage>, ApiError> {
     let mut filter = list_query(query.as_deref())?;
     let limit = filter.limit;
     filter.limit = limit + 1;
-    let mut rows = db::list(&state.pool, &filter).await?;
+    let mut rows = db::list(&state.pool, &scope, &filter).await?;
     let next_cursor = if rows.len() as i64 > limit {
         rows.truncate(limit as usize);
         rows.last().map(|r| r.id.clone())
@@ -209,10 +206,14 @@ pub async fn list_destinations(State(state): State<SharedState>, RawQuery(query)
         (status = 404, body = ErrorBody),
     )
 )]
-pub async fn get_destination(State(state): State<SharedState>, Path(id): Path<String>) -> Result<Json<DestinationView>, ApiError> {
+pub async fn get_destination(
+    State(state): State<SharedState>,
+    scope: Scope,
+    Path(id): Path<String>,
+) -> Result<Json<DestinationView>, ApiError> {
     known_shape(&id)?;
     let mut conn = state.pool.acquire().await?;
-    let row = db::get(&mut conn, &id).await?.ok_or_else(|| ApiError::destination_not_found(&id))?;
+    let row = db::get(&mut conn, &scope, &id).await?.ok_or_else(|| ApiError::destination_not_found(&id))?;
     drop(conn);
     Ok(Json(view(&state, &row).await?))
 }
@@ -228,22 +229,24 @@ pub async fn get_destination(State(state): State<SharedState>, Path(id): Path<St
         (status = 200, body = DestinationView),
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
+        (status = 403, description = "A read-only token, or a tenant outside the token's", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 422, body = ErrorBody),
     )
 )]
 pub async fn update_destination(
     State(state): State<SharedState>,
-    headers: HeaderMap,
+    scope: Scope,
     Path(id): Path<String>,
     Body(body): Body,
 ) -> Result<Json<DestinationView>, ApiError> {
+    let writer = scope.writer()?;
     known_shape(&id)?;
     let value: Value = validate::parse_body(&body, UPDATE_FIELDS)?;
     let Value::Object(patch) = value else {
         return Err(ApiError::bad_json("the body must be a JSON object"));
     };
-    let row = service::update(&state, &headers, &id, &patch).await?;
+    let row = service::update(&state, &writer, &id, &patch).await?;
     Ok(Json(view(&state, &row).await?))
 }
 
@@ -257,12 +260,14 @@ pub async fn update_destination(
     responses(
         (status = 204, description = "Deleted"),
         (status = 401, body = ErrorBody),
+        (status = 403, description = "A read-only token, or a tenant outside the token's", body = ErrorBody),
         (status = 404, body = ErrorBody),
     )
 )]
-pub async fn delete_destination(State(state): State<SharedState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn delete_destination(State(state): State<SharedState>, scope: Scope, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    let writer = scope.writer()?;
     known_shape(&id)?;
-    service::delete(&state, &id).await?;
+    service::delete(&state, &writer, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -277,18 +282,21 @@ pub async fn delete_destination(State(state): State<SharedState>, Path(id): Path
         (status = 200, description = "Rotated; `previous_secret_valid_until` says until when the old secret signs too", body = DestinationView),
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
+        (status = 403, description = "A read-only token, or a tenant outside the token's", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 422, body = ErrorBody),
     )
 )]
 pub async fn rotate_destination_secret(
     State(state): State<SharedState>,
+    scope: Scope,
     Path(id): Path<String>,
     Body(body): Body,
 ) -> Result<Json<DestinationView>, ApiError> {
+    let writer = scope.writer()?;
     known_shape(&id)?;
     let req: RotateDestinationSecret = validate::parse_body(&body, ROTATE_FIELDS)?;
-    let row = service::rotate_secret(&state, &id, req.signing_secret, req.previous_valid_for_s).await?;
+    let row = service::rotate_secret(&state, &writer, &id, req.signing_secret, req.previous_valid_for_s).await?;
     Ok(Json(view(&state, &row).await?))
 }
 
@@ -301,12 +309,18 @@ pub async fn rotate_destination_secret(
     responses(
         (status = 200, description = "Paused (also when it already was)", body = DestinationView),
         (status = 401, body = ErrorBody),
+        (status = 403, description = "A read-only token, or a tenant outside the token's", body = ErrorBody),
         (status = 404, body = ErrorBody),
     )
 )]
-pub async fn pause_destination(State(state): State<SharedState>, Path(id): Path<String>) -> Result<Json<DestinationView>, ApiError> {
+pub async fn pause_destination(
+    State(state): State<SharedState>,
+    scope: Scope,
+    Path(id): Path<String>,
+) -> Result<Json<DestinationView>, ApiError> {
+    let writer = scope.writer()?;
     known_shape(&id)?;
-    let row = service::set_paused(&state, &id, true).await?;
+    let row = service::set_paused(&state, &writer, &id, true).await?;
     Ok(Json(view(&state, &row).await?))
 }
 
@@ -319,12 +333,18 @@ pub async fn pause_destination(State(state): State<SharedState>, Path(id): Path<
     responses(
         (status = 200, description = "Resumed (also when it was not paused)", body = DestinationView),
         (status = 401, body = ErrorBody),
+        (status = 403, description = "A read-only token, or a tenant outside the token's", body = ErrorBody),
         (status = 404, body = ErrorBody),
     )
 )]
-pub async fn resume_destination(State(state): State<SharedState>, Path(id): Path<String>) -> Result<Json<DestinationView>, ApiError> {
+pub async fn resume_destination(
+    State(state): State<SharedState>,
+    scope: Scope,
+    Path(id): Path<String>,
+) -> Result<Json<DestinationView>, ApiError> {
+    let writer = scope.writer()?;
     known_shape(&id)?;
-    let row = service::set_paused(&state, &id, false).await?;
+    let row = service::set_paused(&state, &writer, &id, false).await?;
     Ok(Json(view(&state, &row).await?))
 }
 
@@ -339,12 +359,19 @@ pub async fn resume_destination(State(state): State<SharedState>, Path(id): Path
     responses(
         (status = 200, description = "The delivery was tried: the target's status and the first KiB of its answer, or the connection error", body = DestinationTestResult),
         (status = 401, body = ErrorBody),
+        (status = 403, description = "A read-only token, or a tenant outside the token's", body = ErrorBody),
         (status = 404, body = ErrorBody),
     )
 )]
-pub async fn test_destination(State(state): State<SharedState>, Path(id): Path<String>) -> Result<Json<DestinationTestResult>, ApiError> {
+pub async fn test_destination(
+    State(state): State<SharedState>,
+    scope: Scope,
+    Path(id): Path<String>,
+) -> Result<Json<DestinationTestResult>, ApiError> {
+    // Sends a request to the destination's URL: not for read-only tokens.
+    scope.writer()?;
     known_shape(&id)?;
-    let destination = service::opened(&state, &id).await?;
+    let destination = service::opened(&state, &scope, &id).await?;
     Ok(Json(state.prober.deliver(&destination, &state.metrics).await?))
 }
 

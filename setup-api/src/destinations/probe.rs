@@ -31,19 +31,24 @@ const REDACTED: &str = "[redacted]";
 
 pub struct Prober {
     client: reqwest::Client,
+    /// For destinations with `restrict_egress`: resolves through `egress::EgressResolver`.
+    restricted: reqwest::Client,
     default_timeout: Duration,
 }
 
 impl Prober {
     /// `default_timeout_ms`: `forwarder.request_timeout_ms`, for a destination without its own.
     pub fn new(default_timeout_ms: u64) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .redirect(reqwest::redirect::Policy::none())
-            .tcp_nodelay(true)
-            .user_agent(concat!("hookline/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        Ok(Prober { client, default_timeout: Duration::from_millis(default_timeout_ms) })
+        let builder = || {
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .redirect(reqwest::redirect::Policy::none())
+                .tcp_nodelay(true)
+                .user_agent(concat!("hookline/", env!("CARGO_PKG_VERSION")))
+        };
+        let client = builder().build()?;
+        let restricted = builder().dns_resolver(hookline_shared::egress::EgressResolver::system()).build()?;
+        Ok(Prober { client, restricted, default_timeout: Duration::from_millis(default_timeout_ms) })
     }
 
     /// Delivers one synthetic event to `destination` now.
@@ -60,7 +65,14 @@ impl Prober {
             signatures.push(standard_webhooks::sign(&key, &event.id, timestamp, &body));
         }
         let timeout = destination.timeout_ms.map_or(self.default_timeout, Duration::from_millis);
-        let mut request = self.client.post(&destination.url).timeout(timeout);
+        let client = if destination.restrict_egress {
+            // An IP literal never reaches the resolver: check it here.
+            hookline_shared::egress::check_url(&destination.url).map_err(|e| ApiError::invalid("url", e.to_string()))?;
+            &self.restricted
+        } else {
+            &self.client
+        };
+        let mut request = client.post(&destination.url).timeout(timeout);
         for (name, value) in &destination.headers {
             let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| ApiError::internal(format!("destination {}: a header name is not valid", destination.id)))?;

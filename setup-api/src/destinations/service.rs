@@ -7,7 +7,6 @@
 //! opened, changed as a `DestinationSpec`, and sealed again. The previous signing secret, while
 //! it still signs, is carried over.
 
-use axum::http::HeaderMap;
 use serde_json::{Map, Value};
 use sqlx::PgPool;
 use time::OffsetDateTime;
@@ -17,7 +16,8 @@ use hookline_shared::destination::{Destination, DestinationDecl, DestinationErro
 use hookline_shared::Secret;
 
 use super::db::{self, DestinationRow};
-use super::require_admin_for_all_tenants;
+use crate::audit::{self, Entry};
+use crate::auth::{Scope, Writer};
 use crate::error::ApiError;
 use crate::server::AppState;
 
@@ -121,28 +121,50 @@ fn previous(d: &Destination) -> Option<(&Secret, OffsetDateTime)> {
     d.previous_signing_secret.as_ref().map(|(s, until)| (s, *until))
 }
 
-async fn write(state: &AppState, row: &DestinationRow, insert: bool) -> Result<(), ApiError> {
-    let mut tx = state.pool.begin().await?;
-    if insert {
-        db::insert(&mut tx, row).await?;
-    } else {
-        db::update(&mut tx, row).await?;
+/// Whether a write by `writer` of `url` restricts the destination's egress, after the
+/// write-time check (422 naming `url`). A tenant token's write is checked and restricted (unless
+/// `setup_api.allow_private_destinations`); an admin's is not checked, and keeps the restriction
+/// it had unless it changes the URL (`kept`: the current flag when the URL is unchanged).
+async fn egress_for(state: &AppState, writer: &Writer, url: &str, kept: bool) -> Result<bool, ApiError> {
+    if state.allow_private_destinations {
+        return Ok(false);
     }
-    db::enqueue(&mut tx, &row.id).await?;
-    tx.commit().await?;
-    state.mirror.kick();
-    Ok(())
+    if writer.is_admin() {
+        return Ok(kept);
+    }
+    hookline_shared::egress::check_url_resolved(url).await.map_err(|e| ApiError::invalid("url", e.to_string()))?;
+    Ok(true)
 }
 
-/// Creates the destination.
-pub async fn create(state: &AppState, headers: &HeaderMap, spec: DestinationSpec) -> Result<DestinationRow, ApiError> {
+async fn record_change(
+    conn: &mut sqlx::PgConnection,
+    writer: &Writer,
+    action: &str,
+    row: &DestinationRow,
+    fields: Value,
+) -> Result<(), ApiError> {
+    let entry = Entry { action, resource_type: "destination", resource_id: &row.id, tenant_id: row.tenant_id.as_deref(), fields };
+    audit::record(conn, writer, entry).await.map_err(ApiError::from)
+}
+
+/// Creates the destination. A tenant token's destination is of its tenant (filled in when the
+/// body gives none; 403 naming `tenant_id` for another, or for every tenant).
+pub async fn create(state: &AppState, writer: &Writer, mut spec: DestinationSpec, fields: Value) -> Result<DestinationRow, ApiError> {
     if spec.tenant_id.is_none() {
-        require_admin_for_all_tenants(state, headers)?;
+        spec.tenant_id = writer.tenant_filter().map(str::to_string);
     }
+    writer.require_tenant("tenant_id", spec.tenant_id.as_deref())?;
+    let restrict = egress_for(state, writer, &spec.url, false).await?;
     let now = crate::db::now();
-    let record = seal(&state.keyring, &spec, None, now, now)?;
+    let mut record = seal(&state.keyring, &spec, None, now, now)?;
+    record.restrict_egress = restrict;
     let row = DestinationRow::from_record(&record, state.keyring.current_id())?;
-    write(state, &row, true).await?;
+    let mut tx = state.pool.begin().await?;
+    db::insert(&mut tx, &row).await?;
+    db::enqueue(&mut tx, &row.id).await?;
+    record_change(&mut tx, writer, "create", &row, fields).await?;
+    tx.commit().await?;
+    state.mirror.kick();
     tracing::info!(destination_id = %row.id, tenant_id = ?row.tenant_id, "destination created");
     Ok(row)
 }
@@ -174,10 +196,10 @@ fn parse_patch(patch: &Map<String, Value>) -> Result<DestinationSpec, ApiError> 
 }
 
 /// Changes the fields present in `patch`: `null` clears one (back to its default).
-pub async fn update(state: &AppState, headers: &HeaderMap, id: &str, patch: &Map<String, Value>) -> Result<DestinationRow, ApiError> {
+pub async fn update(state: &AppState, writer: &Writer, id: &str, patch: &Map<String, Value>) -> Result<DestinationRow, ApiError> {
     let given = parse_patch(patch)?;
     let mut tx = state.pool.begin().await?;
-    let row = db::get_for_update(&mut tx, id).await?.ok_or_else(|| ApiError::destination_not_found(id))?;
+    let row = db::get_for_update(&mut tx, writer, id).await?.ok_or_else(|| ApiError::destination_not_found(id))?;
     let current = open(&state.keyring, &row)?;
     let mut spec = spec_of(&current)?;
     for key in PATCHABLE.iter().filter(|k| patch.contains_key(**k)) {
@@ -197,13 +219,14 @@ pub async fn update(state: &AppState, headers: &HeaderMap, id: &str, patch: &Map
             _ => {}
         }
     }
-    if spec.tenant_id.is_none() {
-        require_admin_for_all_tenants(state, headers)?;
-    }
-    let record = seal(&state.keyring, &spec, previous(&current), row.created_at, crate::db::now())?;
+    writer.require_tenant("tenant_id", spec.tenant_id.as_deref())?;
+    let restrict = egress_for(state, writer, &spec.url, row.restrict_egress && spec.url == current.url).await?;
+    let mut record = seal(&state.keyring, &spec, previous(&current), row.created_at, crate::db::now())?;
+    record.restrict_egress = restrict;
     let new_row = DestinationRow::from_record(&record, state.keyring.current_id())?;
     db::update(&mut tx, &new_row).await?;
     db::enqueue(&mut tx, id).await?;
+    record_change(&mut tx, writer, "update", &new_row, audit::fields(&Value::Object(patch.clone()))).await?;
     tx.commit().await?;
     state.mirror.kick();
     tracing::info!(destination_id = %id, "destination updated");
@@ -211,9 +234,9 @@ pub async fn update(state: &AppState, headers: &HeaderMap, id: &str, patch: &Map
 }
 
 /// Pauses or resumes; answers the row unchanged (and writes nothing) when it already is so.
-pub async fn set_paused(state: &AppState, id: &str, paused: bool) -> Result<DestinationRow, ApiError> {
+pub async fn set_paused(state: &AppState, writer: &Writer, id: &str, paused: bool) -> Result<DestinationRow, ApiError> {
     let mut tx = state.pool.begin().await?;
-    let row = db::get_for_update(&mut tx, id).await?.ok_or_else(|| ApiError::destination_not_found(id))?;
+    let row = db::get_for_update(&mut tx, writer, id).await?.ok_or_else(|| ApiError::destination_not_found(id))?;
     if row.paused == paused {
         tx.rollback().await?;
         return Ok(row);
@@ -221,10 +244,12 @@ pub async fn set_paused(state: &AppState, id: &str, paused: bool) -> Result<Dest
     let current = open(&state.keyring, &row)?;
     let mut spec = spec_of(&current)?;
     spec.paused = paused;
-    let record = seal(&state.keyring, &spec, previous(&current), row.created_at, crate::db::now())?;
+    let mut record = seal(&state.keyring, &spec, previous(&current), row.created_at, crate::db::now())?;
+    record.restrict_egress = row.restrict_egress;
     let new_row = DestinationRow::from_record(&record, state.keyring.current_id())?;
     db::update(&mut tx, &new_row).await?;
     db::enqueue(&mut tx, id).await?;
+    record_change(&mut tx, writer, if paused { "pause" } else { "resume" }, &new_row, serde_json::json!({"paused": paused})).await?;
     tx.commit().await?;
     state.mirror.kick();
     tracing::info!(destination_id = %id, paused, "destination {}", if paused { "paused" } else { "resumed" });
@@ -233,35 +258,48 @@ pub async fn set_paused(state: &AppState, id: &str, paused: bool) -> Result<Dest
 
 /// The new signing secret signs from now on; the current one keeps signing too for
 /// `valid_for_s` seconds (0: stops at once). A secret rotated out earlier is forgotten.
-pub async fn rotate_secret(state: &AppState, id: &str, new_secret: Secret, valid_for_s: Option<u64>) -> Result<DestinationRow, ApiError> {
+pub async fn rotate_secret(
+    state: &AppState,
+    writer: &Writer,
+    id: &str,
+    new_secret: Secret,
+    valid_for_s: Option<u64>,
+) -> Result<DestinationRow, ApiError> {
     let valid_for = valid_for_s.unwrap_or(DEFAULT_PREVIOUS_VALID_FOR_S);
     if valid_for > MAX_PREVIOUS_VALID_FOR_S {
         return Err(ApiError::invalid("previous_valid_for_s", format!("at most {MAX_PREVIOUS_VALID_FOR_S} (30 days)")));
     }
     let mut tx = state.pool.begin().await?;
-    let row = db::get_for_update(&mut tx, id).await?.ok_or_else(|| ApiError::destination_not_found(id))?;
+    let row = db::get_for_update(&mut tx, writer, id).await?.ok_or_else(|| ApiError::destination_not_found(id))?;
     let current = open(&state.keyring, &row)?;
     let mut spec = spec_of(&current)?;
     let old = std::mem::replace(&mut spec.signing_secret, new_secret);
     let now = crate::db::now();
     let until = now + time::Duration::seconds(i64::try_from(valid_for).unwrap_or(i64::MAX));
     let previous = (valid_for > 0).then_some((&old, until));
-    let record = seal(&state.keyring, &spec, previous, row.created_at, now)?;
+    let mut record = seal(&state.keyring, &spec, previous, row.created_at, now)?;
+    record.restrict_egress = row.restrict_egress;
     let new_row = DestinationRow::from_record(&record, state.keyring.current_id())?;
     db::update(&mut tx, &new_row).await?;
     db::enqueue(&mut tx, id).await?;
+    let fields = serde_json::json!({"signing_secret": "[redacted]", "previous_valid_for_s": valid_for});
+    record_change(&mut tx, writer, "rotate_secret", &new_row, fields).await?;
     tx.commit().await?;
     state.mirror.kick();
     tracing::info!(destination_id = %id, previous_valid_for_s = valid_for, "destination signing secret rotated");
     Ok(new_row)
 }
 
-pub async fn delete(state: &AppState, id: &str) -> Result<(), ApiError> {
+pub async fn delete(state: &AppState, writer: &Writer, id: &str) -> Result<(), ApiError> {
     let mut tx = state.pool.begin().await?;
-    if !db::delete(&mut tx, id).await? {
+    let Some(row) = db::get_for_update(&mut tx, writer, id).await? else {
+        return Err(ApiError::destination_not_found(id));
+    };
+    if !db::delete(&mut tx, writer, id).await? {
         return Err(ApiError::destination_not_found(id));
     }
     db::enqueue(&mut tx, id).await?;
+    record_change(&mut tx, writer, "delete", &row, serde_json::json!({})).await?;
     tx.commit().await?;
     state.mirror.kick();
     tracing::info!(destination_id = %id, "destination deleted");
@@ -269,9 +307,9 @@ pub async fn delete(state: &AppState, id: &str) -> Result<(), ApiError> {
 }
 
 /// The destination with its secrets opened, for `/test`.
-pub async fn opened(state: &AppState, id: &str) -> Result<Destination, ApiError> {
+pub async fn opened(state: &AppState, scope: &Scope, id: &str) -> Result<Destination, ApiError> {
     let mut conn = state.pool.acquire().await?;
-    let row = db::get(&mut conn, id).await?.ok_or_else(|| ApiError::destination_not_found(id))?;
+    let row = db::get(&mut conn, scope, id).await?.ok_or_else(|| ApiError::destination_not_found(id))?;
     open(&state.keyring, &row)
 }
 
@@ -316,5 +354,6 @@ pub fn reseal(keyring: &Keyring, row: &DestinationRow) -> Result<DestinationRow,
     let mut record = seal(keyring, &spec, previous(&current), row.created_at, row.updated_at)
         .map_err(|_| format!("destination {}: cannot be sealed again", row.id))?;
     record.updated_at = row.updated_at;
+    record.restrict_egress = row.restrict_egress;
     DestinationRow::from_record(&record, keyring.current_id()).map_err(|_| format!("destination {}: cannot be stored", row.id))
 }

@@ -20,6 +20,7 @@ use utoipa::ToSchema;
 use hookline_shared::{Secret, Source};
 
 use super::{common_checks, credential, numeric_id, point_platform, text, Call, SetupResult};
+use crate::auth::Writer;
 use crate::error::ApiError;
 use crate::ids;
 use crate::model::{webhook_url, ChannelView};
@@ -114,7 +115,7 @@ fn succeeded(call: &Call<'_>, answer: &Value) -> Result<(), ApiError> {
     }
 }
 
-pub async fn setup_whatsapp(state: &AppState, body: &[u8]) -> Result<SetupResult, ApiError> {
+pub async fn setup_whatsapp(state: &AppState, writer: &Writer, body: &[u8]) -> Result<SetupResult, ApiError> {
     let req: WhatsappSetup = validate::parse_body(body, WHATSAPP_FIELDS)?;
     let name = common_checks(&req.tenant_id, req.name)?;
     validate::secret(Source::Whatsapp, "app_secret", &req.app_secret)?;
@@ -148,6 +149,7 @@ pub async fn setup_whatsapp(state: &AppState, body: &[u8]) -> Result<SetupResult
     let credentials = json!({ "access_token": req.access_token.expose() }).to_string();
     let (row, seq) = service::create(
         state,
+        writer,
         NewChannel {
             id: None,
             tenant_id: req.tenant_id,
@@ -160,11 +162,12 @@ pub async fn setup_whatsapp(state: &AppState, body: &[u8]) -> Result<SetupResult
             verify_token: Some(verify_token.clone()),
             credentials: Some(Secret::new(credentials)),
         },
+        "setup",
     )
     .await?;
     let url = webhook_url(&state.public_base, &row.id);
     let subscribe = Call { platform: "whatsapp", what: "subscribed_apps", field: Some("waba_id"), secrets: &secrets };
-    point_platform(state, &row, seq, || async {
+    point_platform(state, writer, &row, seq, || async {
         let answer = subscribe
             .send(&state.metrics, || {
                 client
@@ -181,7 +184,7 @@ pub async fn setup_whatsapp(state: &AppState, body: &[u8]) -> Result<SetupResult
     Ok(SetupResult { channel: ChannelView::from_row(&row, &state.public_base)?, platform: facts, paste: None })
 }
 
-pub async fn setup_page(state: &AppState, body: &[u8], source: Source) -> Result<SetupResult, ApiError> {
+pub async fn setup_page(state: &AppState, writer: &Writer, body: &[u8], source: Source) -> Result<SetupResult, ApiError> {
     let req: PageSetup = validate::parse_body(body, PAGE_FIELDS)?;
     let name = common_checks(&req.tenant_id, req.name)?;
     numeric_id("app_id", &req.app_id)?;
@@ -250,6 +253,7 @@ pub async fn setup_page(state: &AppState, body: &[u8], source: Source) -> Result
     let credentials = json!({ "page_access_token": req.page_access_token.expose() }).to_string();
     let (row, seq) = service::create(
         state,
+        writer,
         NewChannel {
             id: None,
             tenant_id: req.tenant_id,
@@ -262,12 +266,13 @@ pub async fn setup_page(state: &AppState, body: &[u8], source: Source) -> Result
             verify_token: Some(verify_token.clone()),
             credentials: Some(Secret::new(credentials)),
         },
+        "setup",
     )
     .await?;
     let url = webhook_url(&state.public_base, &row.id);
     let app_subscription = Call { platform, what: "app subscriptions", field: Some("app_secret"), secrets: &secrets };
     let page_subscription = Call { platform, what: "page subscribed_apps", field: Some("page_access_token"), secrets: &secrets };
-    point_platform(state, &row, seq, || async {
+    point_platform(state, writer, &row, seq, || async {
         let answer = app_subscription
             .send(&state.metrics, || {
                 client.http().post(format!("{}/{}/subscriptions", client.graph, req.app_id)).header("Authorization", &app_bearer).form(&[

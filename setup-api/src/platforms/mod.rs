@@ -28,6 +28,7 @@ use utoipa::ToSchema;
 use hookline_shared::config::SetupApiConfig;
 use hookline_shared::{Secret, Source};
 
+use crate::auth::{Scope, Writer};
 use crate::db::{ChannelRow, Settings};
 use crate::error::{ApiError, ErrorBody};
 use crate::metrics::{ApiMetrics, PlatformLabels};
@@ -88,6 +89,7 @@ pub enum SetupRequest {
         (status = 201, description = "The channel exists and the platform points at it (or, for tawkto and mercadopago, what to paste)", body = SetupResult),
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
+        (status = 403, description = "A read-only token, or a tenant outside the token's", body = ErrorBody),
         (status = 404, description = "Unknown platform", body = ErrorBody),
         (status = 409, body = ErrorBody),
         (status = 422, description = "A field is invalid, or the platform refused a credential or id (`platform_rejected`)", body = ErrorBody),
@@ -96,17 +98,26 @@ pub enum SetupRequest {
 )]
 pub async fn setup_route(
     State(state): State<SharedState>,
+    scope: Scope,
     Path(platform): Path<String>,
     Body(body): Body,
 ) -> Result<(StatusCode, Json<SetupResult>), ApiError> {
+    let writer = scope.writer()?;
+    // Refused before any platform is called; `service::create` checks it again.
+    if let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(&body) {
+        if let Some(Value::String(tenant)) = fields.get("tenant_id") {
+            writer.require_tenant("tenant_id", Some(tenant))?;
+        }
+    }
+    let w = &writer;
     let result = match platform.as_str() {
-        "telegram" => telegram::setup(&state, &body).await?,
-        "whatsapp" => meta::setup_whatsapp(&state, &body).await?,
-        "messenger" => meta::setup_page(&state, &body, Source::Messenger).await?,
-        "instagram" => meta::setup_page(&state, &body, Source::Instagram).await?,
-        "twilio" => twilio::setup(&state, &body).await?,
-        "tawkto" => paste::setup(&state, &body, Source::Tawkto).await?,
-        "mercadopago" => paste::setup(&state, &body, Source::Mercadopago).await?,
+        "telegram" => telegram::setup(&state, w, &body).await?,
+        "whatsapp" => meta::setup_whatsapp(&state, w, &body).await?,
+        "messenger" => meta::setup_page(&state, w, &body, Source::Messenger).await?,
+        "instagram" => meta::setup_page(&state, w, &body, Source::Instagram).await?,
+        "twilio" => twilio::setup(&state, w, &body).await?,
+        "tawkto" => paste::setup(&state, w, &body, Source::Tawkto).await?,
+        "mercadopago" => paste::setup(&state, w, &body, Source::Mercadopago).await?,
         _ => {
             return Err(ApiError::not_found(
                 "unknown platform; expected one of: telegram, whatsapp, messenger, instagram, \
@@ -288,7 +299,7 @@ pub(crate) fn credential(field: &str, value: &Secret) -> Result<(), ApiError> {
 
 /// Waits (briefly) for the new channel to reach the bucket, then runs `point`; when `point`
 /// fails the channel is deleted again, so a failed setup leaves nothing behind.
-pub(crate) async fn point_platform<F, Fut>(state: &AppState, row: &ChannelRow, seq: i64, point: F) -> Result<(), ApiError>
+pub(crate) async fn point_platform<F, Fut>(state: &AppState, writer: &Writer, row: &ChannelRow, seq: i64, point: F) -> Result<(), ApiError>
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<(), ApiError>>,
@@ -297,7 +308,7 @@ where
         tracing::warn!(channel_id = %row.id, "the new channel is not in the bucket yet; pointing the platform at it anyway");
     }
     if let Err(e) = point().await {
-        match service::delete(state, &row.id).await {
+        match service::delete(state, writer, &row.id, "setup_undone").await {
             Ok(()) => tracing::info!(channel_id = %row.id, "setup failed; channel deleted again"),
             Err(undo) => {
                 tracing::error!(channel_id = %row.id, error = ?undo, "setup failed and the channel could not be deleted")

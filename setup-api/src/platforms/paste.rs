@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 use hookline_shared::{Secret, Source};
 
 use super::{common_checks, Paste, SetupResult, MIRROR_WAIT};
+use crate::auth::Writer;
 use crate::error::ApiError;
 use crate::ids;
 use crate::model::{webhook_url, ChannelView};
@@ -59,7 +60,7 @@ fn instructions(source: Source, generated: bool) -> String {
     }
 }
 
-pub async fn setup(state: &AppState, body: &[u8], source: Source) -> Result<SetupResult, ApiError> {
+pub async fn setup(state: &AppState, writer: &Writer, body: &[u8], source: Source) -> Result<SetupResult, ApiError> {
     let req: PasteSetup = validate::parse_body(body, FIELDS)?;
     let name = common_checks(&req.tenant_id, req.name)?;
     let (secret, generated) = match req.secret {
@@ -71,6 +72,7 @@ pub async fn setup(state: &AppState, body: &[u8], source: Source) -> Result<Setu
     };
     let (row, seq) = service::create(
         state,
+        writer,
         NewChannel {
             id: None,
             tenant_id: req.tenant_id,
@@ -83,6 +85,7 @@ pub async fn setup(state: &AppState, body: &[u8], source: Source) -> Result<Setu
             verify_token: None,
             credentials: None,
         },
+        "setup",
     )
     .await?;
     // The console may call the URL as soon as it is pasted.

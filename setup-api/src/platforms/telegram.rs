@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 use hookline_shared::{Secret, Source};
 
 use super::{common_checks, point_platform, text, Call, SetupResult};
+use crate::auth::Writer;
 use crate::error::ApiError;
 use crate::ids;
 use crate::model::{webhook_url, ChannelView};
@@ -70,7 +71,7 @@ fn result(call: &Call<'_>, answer: Value) -> Result<Value, ApiError> {
     }
 }
 
-pub async fn setup(state: &AppState, body: &[u8]) -> Result<SetupResult, ApiError> {
+pub async fn setup(state: &AppState, writer: &Writer, body: &[u8]) -> Result<SetupResult, ApiError> {
     let req: TelegramSetup = validate::parse_body(body, FIELDS)?;
     let name = common_checks(&req.tenant_id, req.name)?;
     if !bot_token_ok(req.bot_token.expose()) {
@@ -107,6 +108,7 @@ pub async fn setup(state: &AppState, body: &[u8]) -> Result<SetupResult, ApiErro
     let credentials = json!({ "bot_token": req.bot_token.expose() }).to_string();
     let (row, seq) = service::create(
         state,
+        writer,
         NewChannel {
             id: None,
             tenant_id: req.tenant_id,
@@ -119,6 +121,7 @@ pub async fn setup(state: &AppState, body: &[u8]) -> Result<SetupResult, ApiErro
             verify_token: None,
             credentials: Some(Secret::new(credentials)),
         },
+        "setup",
     )
     .await?;
     let url = webhook_url(&state.public_base, &row.id);
@@ -131,7 +134,7 @@ pub async fn setup(state: &AppState, body: &[u8]) -> Result<SetupResult, ApiErro
         params["allowed_updates"] = json!(updates);
     }
     let set_webhook = Call { platform: "telegram", what: "setWebhook", field: None, secrets: &secrets };
-    point_platform(state, &row, seq, || async {
+    point_platform(state, writer, &row, seq, || async {
         let answer = set_webhook.send(&state.metrics, || client.http().post(format!("{base}/setWebhook")).json(&params)).await?;
         result(&set_webhook, answer).map(|_| ())
     })

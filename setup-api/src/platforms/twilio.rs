@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 use hookline_shared::{Secret, Source};
 
 use super::{common_checks, point_platform, text, Call, SetupResult};
+use crate::auth::Writer;
 use crate::error::ApiError;
 use crate::model::{webhook_url, ChannelView};
 use crate::server::AppState;
@@ -48,7 +49,7 @@ fn sid_ok(sid: &str, prefix: &str) -> bool {
     sid.len() == 34 && sid.starts_with(prefix) && sid[2..].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-pub async fn setup(state: &AppState, body: &[u8]) -> Result<SetupResult, ApiError> {
+pub async fn setup(state: &AppState, writer: &Writer, body: &[u8]) -> Result<SetupResult, ApiError> {
     let req: TwilioSetup = validate::parse_body(body, FIELDS)?;
     let name = common_checks(&req.tenant_id, req.name)?;
     let platform = validate::platform(Source::Twilio, req.platform.as_deref())?;
@@ -75,6 +76,7 @@ pub async fn setup(state: &AppState, body: &[u8]) -> Result<SetupResult, ApiErro
 
     let (row, seq) = service::create(
         state,
+        writer,
         NewChannel {
             id: None,
             tenant_id: req.tenant_id,
@@ -87,11 +89,12 @@ pub async fn setup(state: &AppState, body: &[u8]) -> Result<SetupResult, ApiErro
             verify_token: None,
             credentials: None,
         },
+        "setup",
     )
     .await?;
     let url = webhook_url(&state.public_base, &row.id);
     let update = Call { platform: "twilio", what: "IncomingPhoneNumbers update", field: Some("phone_number_sid"), secrets: &secrets };
-    point_platform(state, &row, seq, || async {
+    point_platform(state, writer, &row, seq, || async {
         update
             .send(&state.metrics, || {
                 client.http().post(&resource).basic_auth(&req.account_sid, Some(req.auth_token.expose())).form(&[
