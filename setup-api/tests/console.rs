@@ -525,3 +525,62 @@ async fn channels_and_destinations_are_managed_from_their_pages() {
     browser.stop().await;
     assert_logs_clean();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tenant_token_sees_only_its_tenant_on_every_page() {
+    let stack = Stack::start(Options::default()).await;
+    let js = streams(&stack).await;
+    let mut ids = std::collections::BTreeMap::new();
+    for (n, tenant) in ["acme", "globex"].into_iter().enumerate() {
+        let channel = stack
+            .api
+            .create(&json!({"tenant_id": tenant, "source": "webchat", "name": format!("{tenant} chat"), "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}))
+            .await;
+        ids.insert(tenant, channel["id"].as_str().expect("id").to_string());
+        stack
+            .api
+            .create_destination(&json!({"id": format!("{tenant}-crm"), "tenant_id": tenant, "url": "http://127.0.0.1:9/", "signing_secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}))
+            .await;
+        seed_dead_letter(
+            &js,
+            tenant,
+            &format!("evt_{tenant}_letter"),
+            if tenant == "acme" { "rejected_4xx" } else { "attempts_exhausted" },
+            n as u64 + 1,
+        )
+        .await;
+    }
+    let created = stack.api.post("/api/v1/tokens", &json!({"name": "acme console", "tenant_id": "acme"})).await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let acme_token = secret(created.json()["token"].as_str().expect("token").to_string());
+
+    let browser = Browser::start(&stack.api.base).await;
+    browser.sign_in(&acme_token).await;
+    assert_eq!(browser.text("#who").await, "tenant acme");
+    browser.wait_text("table.destinations", "acme-crm").await;
+    browser.wait_text("table.dead-letters", "rejected_4xx").await;
+    let overview = browser.text("#overview").await;
+    assert!(!overview.contains("globex") && !overview.contains("attempts_exhausted"), "{overview}");
+    assert_eq!(browser.js("return document.querySelectorAll('#stages').length").await, 0, "no counters of every tenant");
+
+    browser.click("#nav a[data-page=channels]").await;
+    browser.wait_text("table.channels", &ids["acme"]).await;
+    let channels = browser.text("#channel-list").await;
+    assert!(!channels.contains(&ids["globex"]) && !channels.contains("globex"), "{channels}");
+    browser.click("#nav a[data-page=destinations]").await;
+    browser.wait_text("table.destinations", "acme-crm").await;
+    assert!(!browser.text("#destination-list").await.contains("globex"));
+    browser.click("#nav a[data-page=dlq]").await;
+    browser.wait_text("table.dead-letters", "rejected_4xx").await;
+    let letters = browser.text("#dlq-list").await;
+    assert!(!letters.contains("globex") && !letters.contains("attempts_exhausted"), "{letters}");
+    // Purging "every" dead letter as acme counts and touches only acme's.
+    browser.click("#dlq-purge").await;
+    browser.wait_text("#confirm-title", "Purge 1 dead letter?").await;
+    browser.click("#confirm-ok").await;
+    browser.wait_text("#flash", "Purged 1 dead letter").await;
+    assert_eq!(messages(&js, names::DLQ_STREAM).await, 1, "globex's dead letter stays");
+    browser.assert_no_console_errors("a tenant's pages").await;
+    browser.stop().await;
+    assert_logs_clean();
+}
