@@ -581,6 +581,19 @@ async fn a_tenant_token_sees_only_its_tenant_on_every_page() {
     browser.wait_text("#flash", "Purged 1 dead letter").await;
     assert_eq!(messages(&js, names::DLQ_STREAM).await, 1, "globex's dead letter stays");
     browser.assert_no_console_errors("a tenant's pages").await;
+
+    // A read-only token is shown no control that would change something.
+    let created = stack.api.post("/api/v1/tokens", &json!({"name": "acme dashboard", "tenant_id": "acme", "read_only": true})).await;
+    let reader = secret(created.json()["token"].as_str().expect("token").to_string());
+    browser.click("#logout").await;
+    browser.sign_in(&reader).await;
+    assert_eq!(browser.text("#who").await, "tenant acme (read-only)");
+    browser.click("#nav a[data-page=channels]").await;
+    browser.wait_text("table.channels", &ids["acme"]).await;
+    let shown =
+        browser.js("return [...document.querySelectorAll('.write')].filter(e => e.offsetParent !== null).map(e => e.textContent)").await;
+    assert_eq!(shown, json!([]), "controls that change something are shown to a read-only token");
+    browser.assert_no_console_errors("a read-only token's pages").await;
     browser.stop().await;
     assert_logs_clean();
 }

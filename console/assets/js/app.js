@@ -77,6 +77,8 @@ function enter() {
   $("shell").hidden = false;
   $("who").textContent = describeScope(ctx.scope);
   document.body.dataset.scope = ctx.scope && ctx.scope.tenant ? "tenant" : "admin";
+  // A read-only token sees no control that would change something (the API refuses them too).
+  document.body.dataset.readonly = ctx.scope && ctx.scope.read_only ? "true" : "false";
   if (!location.hash || location.hash === "#" || location.hash === "#/") location.hash = "#/overview";
   else route();
 }

@@ -40,7 +40,7 @@ function createForm(ctx, done) {
   helper.querySelector("select").addEventListener("change", fill);
   fill();
   const submit = el("button", { type: "submit" }, "Create channel");
-  const form = el("form", { class: "panel", id: "create-channel" }, el("h2", {}, "New channel"), el("div", { class: "row" }, helper), common, specific, el("div", { class: "row" }, submit), result);
+  const form = el("form", { class: "panel write", id: "create-channel" }, el("h2", {}, "New channel"), el("div", { class: "row" }, helper), common, specific, el("div", { class: "row" }, submit), result);
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
     const v = values(form);
@@ -152,8 +152,8 @@ export async function render(main, ctx) {
               el(
                 "div",
                 { class: "actions" },
-                el("button", { type: "button", class: "small quiet rotate", onclick: () => { const old = document.getElementById("rotate-channel"); if (old) old.remove(); below.prepend(rotateForm(c, load)); } }, "Rotate secret"),
-                el("button", { type: "button", class: "small danger delete", onclick: () => remove(c, load) }, "Delete"),
+                el("button", { type: "button", class: "small quiet rotate write", onclick: () => { const old = document.getElementById("rotate-channel"); if (old) old.remove(); below.prepend(rotateForm(c, load)); } }, "Rotate secret"),
+                el("button", { type: "button", class: "small danger delete write", onclick: () => remove(c, load) }, "Delete"),
               ),
           },
         ],

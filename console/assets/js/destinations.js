@@ -10,7 +10,7 @@ function createForm(ctx, done) {
   const submit = el("button", { type: "submit" }, "Create destination");
   const form = el(
     "form",
-    { class: "panel", id: "create-destination" },
+    { class: "panel write", id: "create-destination" },
     el("h2", {}, "New destination"),
     el(
       "div",
@@ -74,10 +74,10 @@ export async function render(main, ctx) {
                 "div",
                 { class: "actions" },
                 d.paused
-                  ? el("button", { type: "button", class: "small resume", onclick: () => act(d, "resume", load) }, "Resume")
-                  : el("button", { type: "button", class: "small quiet pause", onclick: () => act(d, "pause", load) }, "Pause"),
-                el("button", { type: "button", class: "small quiet test", onclick: () => test(d, result) }, "Test"),
-                el("button", { type: "button", class: "small danger delete", onclick: () => remove(d, load) }, "Delete"),
+                  ? el("button", { type: "button", class: "small resume write", onclick: () => act(d, "resume", load) }, "Resume")
+                  : el("button", { type: "button", class: "small quiet pause write", onclick: () => act(d, "pause", load) }, "Pause"),
+                el("button", { type: "button", class: "small quiet test write", onclick: () => test(d, result) }, "Test"),
+                el("button", { type: "button", class: "small danger delete write", onclick: () => remove(d, load) }, "Delete"),
               ),
           },
         ],

@@ -101,7 +101,7 @@ export async function render(main, ctx, arg) {
   main.append(el("h1", {}, "Dead letters"));
   const initial = arg ? Object.fromEntries(new URLSearchParams(arg)) : {};
   const form = filterForm(initial);
-  const actions = el("div", { class: "row", id: "dlq-actions" });
+  const actions = el("div", { class: "row write", id: "dlq-actions" });
   const list = el("div", { id: "dlq-list" });
   const box = el("div");
   main.append(form, actions, list, box);
@@ -137,8 +137,8 @@ export async function render(main, ctx, arg) {
               el(
                 "div",
                 { class: "actions" },
-                el("button", { type: "button", class: "small quiet", onclick: () => act("redrive", { seqs: [l.seq] }, load) }, "Re-drive"),
-                el("button", { type: "button", class: "small danger", onclick: () => act("purge", { seqs: [l.seq] }, load) }, "Purge"),
+                el("button", { type: "button", class: "small quiet write", onclick: () => act("redrive", { seqs: [l.seq] }, load) }, "Re-drive"),
+                el("button", { type: "button", class: "small danger write", onclick: () => act("purge", { seqs: [l.seq] }, load) }, "Purge"),
               ),
           },
         ],

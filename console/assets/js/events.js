@@ -26,6 +26,15 @@ function found(events, heading) {
   );
 }
 
+/** A JSON body indented, any other text as it is. */
+function pretty(body) {
+  try {
+    return JSON.stringify(JSON.parse(body), null, 2);
+  } catch (e) {
+    return body;
+  }
+}
+
 /** What the box holds: an event id, else a message id, else a conversation id. */
 async function search(text, out) {
   const q = text.trim();
@@ -136,7 +145,7 @@ async function show(id, out) {
           Object.entries(raw.headers || {}),
           { class: "raw-headers" },
         ),
-        json(raw.body !== undefined ? raw.body : `(not UTF-8; base64) ${raw.body_base64 || ""}`),
+        json(raw.body !== undefined ? pretty(raw.body) : `(not UTF-8; base64) ${raw.body_base64 || ""}`),
       );
     } catch (e) {
       clear(rawBox).append(el("p", { class: "muted" }, e.status === 404 ? `Raw webhook #${seq} aged out of HOOKLINE_RAW.` : `The raw webhook could not be read: ${e.describe ? e.describe() : e}`));

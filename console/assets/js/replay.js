@@ -28,9 +28,10 @@ function describe(v) {
 
 export async function render(main, ctx) {
   main.append(el("h1", {}, "Replay"));
+  if (ctx.scope && ctx.scope.read_only) main.append(el("p", { class: "muted" }, "This token is read-only: it cannot replay."));
   const form = el(
     "form",
-    { class: "panel", id: "replay-form" },
+    { class: "panel write", id: "replay-form" },
     el(
       "div",
       { class: "row" },
