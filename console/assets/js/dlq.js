@@ -89,7 +89,7 @@ async function detail(seq, box) {
         { class: "panel", id: "dlq-detail" },
         el("h2", {}, `Dead letter #${d.letter.seq}: ${d.letter.reason}`),
         el("p", {}, d.letter.detail || ""),
-        el("div", { class: "split" }, table([{ title: "Header", value: (h) => h[0] }, { title: "Value", value: (h) => el("code", {}, h[1]) }], d.headers || []), el("div", {}, el("h3", {}, "Body"), json(d.body))),
+        el("div", { class: "split" }, table([{ title: "Header", value: (h) => h[0] }, { title: "Value", value: (h) => el("code", {}, h[1]) }], d.headers || [], { class: "dlq-headers" }), el("div", {}, el("h3", {}, "Body"), json(d.body))),
       ),
     );
   } catch (e) {

@@ -95,7 +95,8 @@ async function start(body, v, dry, out) {
   if (!ok) return;
   const bar = el("div");
   const label = el("p", {}, "Starting…");
-  clear(out).append(el("div", { class: "panel", id: "replay-progress" }, el("h2", {}, "Replay running"), el("div", { class: "progress" }, bar), label));
+  const heading = el("h2", {}, "Replay running");
+  clear(out).append(el("div", { class: "panel", id: "replay-progress" }, heading, el("div", { class: "progress" }, bar), label));
   try {
     const started = await api.post("/replays", body);
     for (;;) {
@@ -105,12 +106,14 @@ async function start(body, v, dry, out) {
       label.textContent = `${fmtNum(run.read)} of ${fmtNum(total)} read · ${run.state}`;
       if (run.state === "done") {
         bar.style.width = "100%";
+        heading.textContent = "Replay done";
         const s = run.summary;
         label.textContent = `Done: ${fmtNum(s.selected)} selected, ${fmtNum(s.events)} events published${s.unparseable ? `, ${fmtNum(s.unparseable)} unparseable` : ""} (run ${s.run_id}).`;
         flash("Replay finished.");
         return;
       }
       if (run.state === "failed") {
+        heading.textContent = "Replay failed";
         label.textContent = `Failed after ${fmtNum(run.read)}: ${run.error || "unknown error"}`;
         flash("The replay failed.", true);
         return;
