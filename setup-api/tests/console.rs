@@ -146,8 +146,23 @@ impl Browser {
         assert!(bad.is_empty(), "{what}: the browser console holds errors: {bad:#?}");
     }
 
+    /// The text of `css`, found again when a page redrew it between the find and the read (the
+    /// overview redraws itself every few seconds).
     async fn text(&self, css: &str) -> String {
-        self.client.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}")).text().await.expect("text")
+        let started = Instant::now();
+        loop {
+            let found = self.client.find(Locator::Css(css)).await;
+            match found {
+                Ok(el) => match el.text().await {
+                    Ok(t) => return t,
+                    Err(e) if started.elapsed() > Duration::from_secs(10) => panic!("{css}: {e}"),
+                    Err(_) => {}
+                },
+                Err(e) if started.elapsed() > Duration::from_secs(10) => panic!("{css}: {e}"),
+                Err(_) => {}
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Waits until the element `css` exists and its text holds `want`; its text.
