@@ -95,6 +95,9 @@ pub struct DestinationOverview {
 pub struct ReasonCount {
     pub stage: String,
     pub reason: String,
+    /// The destination a forward-stage letter failed for, when it names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
     pub count: u64,
 }
 
@@ -195,7 +198,7 @@ async fn breakers(js: &jetstream::Context, ids: &[String]) -> BTreeMap<String, V
         .collect()
 }
 
-/// Dead letters of `tenant` (every tenant: `None`) counted by stage and reason, the oldest
+/// Dead letters of `tenant` (every tenant: `None`) counted by stage, reason and destination, the oldest
 /// [`DEAD_LETTERS_COUNTED`] of them.
 async fn dead_letters(js: &jetstream::Context, tenant: Option<&str>, stream_total: Option<u64>) -> Result<DeadLetterCounts, ApiError> {
     let filter = DlqFilter {
@@ -210,21 +213,28 @@ async fn dead_letters(js: &jetstream::Context, tenant: Option<&str>, stream_tota
         Err(e) => return Err(ApiError::internal(format!("dead letters: {e}"))),
     };
     let truncated = letters.len() as u64 > DEAD_LETTERS_COUNTED;
-    let mut counts: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut counts: BTreeMap<(String, String, Option<String>), u64> = BTreeMap::new();
     for letter in letters.iter().take(DEAD_LETTERS_COUNTED as usize) {
         // A tenant token sees only letters that name its tenant (the subject alone may not).
         if tenant.is_some() && letter.tenant.as_deref() != tenant {
             continue;
         }
-        *counts.entry((letter.stage.clone(), letter.reason.clone())).or_default() += 1;
+        *counts.entry((letter.stage.clone(), letter.reason.clone(), letter.destination.clone())).or_default() += 1;
     }
     let counted: u64 = counts.values().sum();
     let total = match (tenant, stream_total) {
         (None, Some(total)) => total,
         _ => counted,
     };
-    let mut by_reason: Vec<ReasonCount> = counts.into_iter().map(|((stage, reason), count)| ReasonCount { stage, reason, count }).collect();
-    by_reason.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.stage.cmp(&b.stage)).then_with(|| a.reason.cmp(&b.reason)));
+    let mut by_reason: Vec<ReasonCount> =
+        counts.into_iter().map(|((stage, reason, destination), count)| ReasonCount { stage, reason, destination, count }).collect();
+    by_reason.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| a.stage.cmp(&b.stage))
+            .then_with(|| a.reason.cmp(&b.reason))
+            .then_with(|| a.destination.cmp(&b.destination))
+    });
     Ok(DeadLetterCounts { total, counted, truncated, by_reason })
 }
 

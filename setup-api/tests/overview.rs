@@ -93,6 +93,9 @@ async fn the_overview_counts_streams_consumers_breakers_and_dead_letters() {
             headers.insert(names::header::DLQ_REASON, reason);
             headers.insert(names::header::TENANT, "acme");
             headers.insert(names::header::MSG_ID, format!("{reason}-{i}").as_str());
+            if reason == "attempts_exhausted" {
+                headers.insert(names::header::DESTINATION, "crm");
+            }
             js.publish_with_headers(names::dlq_subject("forward", "acme"), headers, "{}".into())
                 .await
                 .expect("publish")
@@ -113,7 +116,10 @@ async fn the_overview_counts_streams_consumers_breakers_and_dead_letters() {
     assert_eq!(v["dead_letters"]["total"], 3);
     assert_eq!(
         v["dead_letters"]["by_reason"],
-        json!([{"stage": "forward", "reason": "rejected_4xx", "count": 2}, {"stage": "forward", "reason": "attempts_exhausted", "count": 1}])
+        json!([
+            {"stage": "forward", "reason": "rejected_4xx", "count": 2},
+            {"stage": "forward", "reason": "attempts_exhausted", "destination": "crm", "count": 1}
+        ])
     );
     // Paused wins over tripped.
     assert_eq!(stack.api.post("/api/v1/destinations/crm/pause", &json!({})).await.status, 200);

@@ -137,13 +137,14 @@ function draw(root, samples, ctx) {
       { empty: "No destination yet.", class: "destinations", key: (x) => x.id },
     ),
   );
-  parts.push(el("h2", {}, "Dead letters by reason"));
+  parts.push(el("h2", {}, "Dead letters by reason and destination"));
   const dl = d.dead_letters;
   parts.push(
     table(
       [
         { title: "Stage", value: (r) => r.stage },
-        { title: "Reason", value: (r) => el("a", { href: `#/dlq/${new URLSearchParams({ stage: r.stage, reason: r.reason })}` }, r.reason) },
+        { title: "Reason", value: (r) => el("a", { href: `#/dlq/${new URLSearchParams({ stage: r.stage, reason: r.reason, ...(r.destination ? { destination: r.destination } : {}) })}` }, r.reason) },
+        { title: "Destination", value: (r) => r.destination || "—" },
         { title: "Dead letters", num: true, value: (r) => fmtNum(r.count) },
       ],
       dl.by_reason,
