@@ -62,6 +62,15 @@ function chart(title, series, unit) {
   );
 }
 
+/** The breaker's entry as the forwarders write it (`{state, since_ms, next_probe_at_ms}`). */
+function breaker(b) {
+  if (!b) return "closed";
+  const parts = [b.state === "tripped" ? "open" : String(b.state || "?")];
+  if (b.since_ms) parts.push(`since ${new Date(b.since_ms).toLocaleTimeString()}`);
+  if (b.next_probe_at_ms) parts.push(`next probe ${new Date(b.next_probe_at_ms).toLocaleTimeString()}`);
+  return parts.join(" · ");
+}
+
 function card(label, value, sub) {
   return el("div", { class: "card" }, el("div", { class: "label" }, label), el("div", { class: "value" }, value), el("div", { class: "sub" }, sub || ""));
 }
@@ -131,7 +140,7 @@ function draw(root, samples, ctx) {
         { title: "Pending", num: true, value: (x) => fmtNum(x.consumer ? x.consumer.num_pending : null) },
         { title: "In flight", num: true, value: (x) => fmtNum(x.consumer ? x.consumer.num_ack_pending : null) },
         { title: "Redelivered", num: true, value: (x) => fmtNum(x.consumer ? x.consumer.num_redelivered : null) },
-        { title: "Breaker", value: (x) => (x.breaker ? `${x.breaker.state || "?"}${x.breaker.since ? ` since ${new Date(x.breaker.since).toLocaleTimeString()}` : ""}` : "closed") },
+        { title: "Breaker", value: (x) => breaker(x.breaker) },
       ],
       d.destinations,
       { empty: "No destination yet.", class: "destinations", key: (x) => x.id },
