@@ -203,6 +203,7 @@ fn print_setup_api(config: &Config, generated_token: Option<&Secret>) {
     let api = format!("http://127.0.0.1:{}", config.setup_api.listen.port());
     let ingest = format!("http://127.0.0.1:{}", config.ingest.listen.port());
     println!("  setup-api {api}/api/v1  (OpenAPI: {api}/api/v1/openapi.json)");
+    println!("  console   {api}/console  (sign in with a setup-api token)");
     let Some(token) = generated_token else { return };
     println!("  token     {}  (generated; kept in {})", token.expose(), config.data_dir.join("setup-api.token").display());
     println!();
