@@ -53,9 +53,14 @@ async function search(text, out) {
   clear(out).append(found(byConversation.events, byConversation.events.length ? `Events of conversation ${q}` : `Nothing found for ${q}`));
 }
 
-async function recent(out) {
-  const page = await api.get(`/events${api.query({ from: "1h", limit: 50 })}`);
-  clear(out).append(found(page.events, "Events of the last hour"));
+/** The events of the last hour, oldest first, a page at a time. */
+async function recent(out, cursor) {
+  const page = await api.get(`/events${api.query({ from: "1h", limit: 50, cursor })}`);
+  const box = found(page.events, cursor ? "Events of the last hour (continued)" : "Events of the last hour, oldest first");
+  if (page.next_cursor) {
+    box.append(el("button", { type: "button", class: "quiet", id: "events-more", onclick: () => recent(out, page.next_cursor).catch((e) => failed("The next page could not be read", e)) }, "Next page"));
+  }
+  clear(out).append(box);
 }
 
 export async function render(main, ctx, arg) {
