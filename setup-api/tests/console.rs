@@ -471,7 +471,9 @@ async fn channels_and_destinations_are_managed_from_their_pages() {
     browser.click("#nav a[data-page=channels]").await;
     browser.wait_text("#channel-list", "No channel yet").await;
     browser.fill("#create-channel input[name=tenant_id]", "acme").await;
-    browser.fill("#create-channel input[name=name]", "Web chat").await;
+    // A name that is HTML (and a script) is shown as text: no element is made from it.
+    let hostile = r#"Web chat <img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>"#;
+    browser.fill("#create-channel input[name=name]", hostile).await;
     browser
         .client
         .find(Locator::Css("#create-channel select[name=source]"))
@@ -484,7 +486,9 @@ async fn channels_and_destinations_are_managed_from_their_pages() {
     browser.fill("#create-channel input[name=secret]", &channel_secret).await;
     browser.click("#create-channel button[type=submit]").await;
     browser.wait_text("#flash", "created").await;
-    browser.wait_text("table.channels", "Web chat").await;
+    browser.wait_text("table.channels", "Web chat <img src=x").await;
+    assert_eq!(browser.js("return document.querySelectorAll('main img, main script').length").await, 0);
+    assert_eq!(browser.js("return window.__pwned === undefined").await, true);
     let listed = stack.api.get("/api/v1/channels").await.json();
     let channel = &listed["channels"][0];
     let id = channel["id"].as_str().expect("id").to_string();
