@@ -511,6 +511,27 @@ async fn channels_and_destinations_are_managed_from_their_pages() {
     let after = stack.api.get(&format!("/api/v1/channels/{id}")).await.json();
     assert!(after["previous_secret_expires_at"].is_string(), "{after}");
 
+    // A platform helper: Tawk.to has no API, so the answer is what to paste, its secret once.
+    browser
+        .client
+        .find(Locator::Css("#create-channel select[name=_helper]"))
+        .await
+        .expect("helper")
+        .select_by_value("tawkto")
+        .await
+        .expect("select");
+    browser.fill("#create-channel input[name=tenant_id]", "acme").await;
+    browser.fill("#create-channel input[name=name]", "Tawk widget").await;
+    browser.click("#create-channel button[type=submit]").await;
+    browser.wait_text("#create-channel", "Paste this into the platform's console").await;
+    let paste = browser.text("#create-channel pre.json").await;
+    let tawk = stack.api.get("/api/v1/channels?source=tawkto").await.json();
+    let tawk_url = tawk["channels"][0]["webhook_url"].as_str().expect("the helper's channel").to_string();
+    assert!(paste.contains(&tawk_url) && paste.contains("\"secret\""), "{paste}");
+    browser.click(&format!("table.channels tr[data-key={}] button.delete", tawk["channels"][0]["id"].as_str().expect("id"))).await;
+    browser.click("#confirm-ok").await;
+    browser.wait_text("#flash", "deleted").await;
+
     // A destination: the form with a generated secret, a test delivery, the target's answer.
     browser.click("#nav a[data-page=destinations]").await;
     browser.fill("#create-destination input[name=id]", "billing").await;
