@@ -69,6 +69,9 @@ impl Browser {
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            // Its own process group, which Chromium joins: dropping the browser (a test that
+            // panicked too) kills them all, so no Chromium outlives its test.
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", chromedriver.display()));
@@ -219,9 +222,17 @@ impl Browser {
         std::fs::write(PathBuf::from(dir).join(format!("{name}.png")), png).expect("write screenshot");
     }
 
-    async fn stop(mut self) {
-        let _ = self.client.close().await;
-        let _ = self.driver.kill().await;
+    async fn stop(self) {
+        let _ = self.client.clone().close().await;
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if let Some(pid) = self.driver.id() {
+            // SAFETY: kill has no memory preconditions; the group is chromedriver's own.
+            unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+        }
     }
 }
 
