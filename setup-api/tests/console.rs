@@ -53,6 +53,8 @@ impl fantoccini::wd::WebDriverCompatibleCommand for BrowserLog {
 
 struct Browser {
     client: Client,
+    /// Where `screenshot` saves PNGs: `HOOKLINE_CONSOLE_SCREENSHOTS`, or none.
+    shots: Option<PathBuf>,
     driver: tokio::process::Child,
     _profile: tempfile::TempDir,
     base: String,
@@ -123,7 +125,8 @@ impl Browser {
         if dw > 0 || dh > 0 {
             client.set_window_size(1280 + dw, 800 + dh).await.expect("window size");
         }
-        Browser { client, driver, _profile: profile, base: base.to_string() }
+        let shots = std::env::var_os("HOOKLINE_CONSOLE_SCREENSHOTS").map(PathBuf::from);
+        Browser { client, shots, driver, _profile: profile, base: base.to_string() }
     }
 
     async fn goto(&self, path: &str) {
@@ -214,12 +217,12 @@ impl Browser {
         self.wait_text("#main h1", "Overview").await;
     }
 
-    /// Saves a PNG of the window under docs/console/ when HOOKLINE_CONSOLE_SCREENSHOTS is set.
+    /// Saves a PNG of the window (1280×800) as `<shots>/<name>.png`, when `shots` is set.
     async fn screenshot(&self, name: &str) {
-        let Ok(dir) = std::env::var("HOOKLINE_CONSOLE_SCREENSHOTS") else { return };
+        let Some(dir) = &self.shots else { return };
         let png = self.client.screenshot().await.expect("screenshot");
-        std::fs::create_dir_all(&dir).expect("screenshot dir");
-        std::fs::write(PathBuf::from(dir).join(format!("{name}.png")), png).expect("write screenshot");
+        std::fs::create_dir_all(dir).expect("screenshot dir");
+        std::fs::write(dir.join(format!("{name}.png")), png).expect("write screenshot");
     }
 
     async fn stop(self) {
