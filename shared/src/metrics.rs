@@ -69,6 +69,16 @@ pub struct Metrics {
     pub destination_delivery_duration: Family<DestinationLabels, Histogram, HistogramFn>,
     pub destination_pending: Family<DestinationLabels, Gauge>,
     pub destination_state: Family<DestinationLabels, Gauge>,
+    pub log_records: Family<LogRecordLabels, Counter>,
+}
+
+/// A background log (`attempts`, `index`) and what became of its records.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LogRecordLabels {
+    pub log: &'static str,
+    /// `written`; `dropped_full` (the queue was full: dropped rather than slow the caller);
+    /// `failed` (JetStream did not store the batch).
+    pub outcome: &'static str,
 }
 
 /// A destination's id: bounded by the destinations configured, never an event id.
@@ -214,6 +224,13 @@ impl Metrics {
             "A destination's state: 0 active, 1 paused, 2 tripped (circuit breaker open)",
             destination_state.clone(),
         );
+        let log_records = Family::<LogRecordLabels, Counter>::default();
+        registry.register(
+            "log_records",
+            "Records of the background logs (attempts: the delivery log; index: event lookups), by outcome (written; \
+             dropped_full: the queue was full, dropped rather than delay a delivery or an event; failed: not stored)",
+            log_records.clone(),
+        );
         Arc::new(Metrics {
             registry,
             ingest_requests,
@@ -236,6 +253,7 @@ impl Metrics {
             destination_delivery_duration,
             destination_pending,
             destination_state,
+            log_records,
         })
     }
 

@@ -13,6 +13,13 @@ pub const RAW_SUBJECTS: &str = "hookline.raw.>";
 pub const EVENTS_SUBJECTS: &str = "hookline.events.>";
 pub const DLQ_SUBJECTS: &str = "hookline.dlq.>";
 
+/// The delivery log: one record per delivery attempt.
+pub const ATTEMPTS_STREAM: &str = "HOOKLINE_ATTEMPTS";
+pub const ATTEMPTS_SUBJECTS: &str = "hookline.attempts.>";
+/// Lookup keys of events (event id, platform message id, conversation) → where the event lies.
+pub const INDEX_STREAM: &str = "HOOKLINE_INDEX";
+pub const INDEX_SUBJECTS: &str = "hookline.index.>";
+
 /// The JetStream KV bucket that mirrors channel configurations for ingest.
 pub const CHANNELS_BUCKET: &str = "hookline_channels";
 
@@ -34,6 +41,53 @@ pub fn event_subject(tenant_id: &str, platform: &str, kind: &str) -> String {
 /// `hookline.dlq.<stage>.<source or tenant>`
 pub fn dlq_subject(stage: &str, who: &str) -> String {
     format!("hookline.dlq.{stage}.{who}")
+}
+
+/// `hookline.attempts.<event token>.<destination>`: a lookup by event id reads
+/// `hookline.attempts.<event token>.>`, a subject-filtered read, not a scan.
+pub fn attempt_subject(event_id: &str, destination: &str) -> String {
+    format!("hookline.attempts.{}.{destination}", key_token(event_id))
+}
+
+/// `hookline.index.id.<event token>`: where the event lies in `HOOKLINE_EVENTS`.
+pub fn index_event_subject(event_id: &str) -> String {
+    format!("hookline.index.id.{}", key_token(event_id))
+}
+
+/// `hookline.index.msg.<hash of the platform message id>.<tenant>`
+pub fn index_message_subject(message_id: &str, tenant: &str) -> String {
+    format!("hookline.index.msg.{}.{}", hashed_token(message_id), tenant_token(tenant))
+}
+
+/// `hookline.index.conv.<hash of the conversation id>.<tenant>`
+pub fn index_conversation_subject(conversation_id: &str, tenant: &str) -> String {
+    format!("hookline.index.conv.{}.{}", hashed_token(conversation_id), tenant_token(tenant))
+}
+
+/// An event id as one subject token: itself when it can be one (`evt_` + hex always can), else
+/// its hash.
+pub fn key_token(id: &str) -> String {
+    if is_valid_id(id) {
+        id.to_string()
+    } else {
+        hashed_token(id)
+    }
+}
+
+/// `h` + 32 hex of SHA-256: any string as one subject token.
+pub fn hashed_token(value: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(value.as_bytes());
+    format!("h{}", hex::encode(&digest[..16]))
+}
+
+/// A tenant id as a subject token (an empty or odd one becomes `_`, never a wildcard).
+pub fn tenant_token(tenant: &str) -> &str {
+    if is_valid_id(tenant) {
+        tenant
+    } else {
+        "_"
+    }
 }
 
 /// The durable pull consumer every normalizer process shares.

@@ -21,6 +21,7 @@ use hookline_shared::names;
 use super::breaker::Breaker;
 use super::rate::{Processes, RateLimiter};
 use super::Buckets;
+use crate::attempts::AttemptLog;
 use crate::worker::{consumer_name, ensure_consumer, DestinationWorker, ForwarderError};
 
 /// Writes each declared destination to the bucket unless it is there already (an API change wins).
@@ -54,6 +55,7 @@ pub struct Registry {
     keyring: Option<Arc<Keyring>>,
     buckets: Buckets,
     processes: Processes,
+    attempts: AttemptLog,
     running: HashMap<String, Running>,
     stopping: Vec<JoinHandle<()>>,
 }
@@ -66,8 +68,9 @@ impl Registry {
         keyring: Option<Arc<Keyring>>,
         buckets: Buckets,
         processes: Processes,
+        attempts: AttemptLog,
     ) -> Self {
-        Registry { js, config, metrics, keyring, buckets, processes, running: HashMap::new(), stopping: Vec::new() }
+        Registry { js, config, metrics, keyring, buckets, processes, attempts, running: HashMap::new(), stopping: Vec::new() }
     }
 
     /// Runs every destination until `shutdown`, then waits for their workers to finish.
@@ -174,6 +177,7 @@ impl Registry {
             metrics: self.metrics.clone(),
             state: self.buckets.state.clone(),
             processes: self.processes.clone(),
+            attempts: self.attempts.clone(),
         };
         let task = tokio::spawn(context.run(destination, stop.clone()));
         self.running.insert(id, Running { revision, stop, task });
@@ -187,6 +191,7 @@ struct Starting {
     metrics: Arc<Metrics>,
     state: kv::Store,
     processes: Processes,
+    attempts: AttemptLog,
 }
 
 impl Starting {
@@ -234,7 +239,10 @@ impl Starting {
             breaker,
             cfg.batch_size,
         ) {
-            Ok(w) => Arc::new(w),
+            Ok(mut w) => {
+                w.attempts = self.attempts.clone();
+                Arc::new(w)
+            }
             Err(e) => {
                 tracing::error!(destination = %id, error = %e, "the destination cannot be served");
                 return;
