@@ -49,15 +49,7 @@ impl AttemptLog {
 
     /// Records one attempt to `destination`: what the target answered (`outcome`, `took`,
     /// `answer`) and what the worker decided (`ack`). Never waits.
-    pub fn record(
-        &self,
-        destination: &str,
-        event: Attempt<'_>,
-        outcome: &DeliveryOutcome,
-        took: Duration,
-        answer: Answer,
-        ack: &AckKind,
-    ) {
+    pub fn record(&self, destination: &str, event: Attempt<'_>, outcome: &DeliveryOutcome, took: Duration, answer: Answer, ack: &AckKind) {
         if !self.log.is_on() {
             return;
         }

@@ -298,18 +298,15 @@ async fn serve_answers(listener: TcpListener, answers: Vec<(u16, Vec<u8>)>) {
         let mut buf = Vec::new();
         let mut chunk = [0u8; 8192];
         // Read the head and the body (Content-Length), then answer and close.
-        loop {
-            let Ok(n) = socket.read(&mut chunk).await else { break };
+        while let Ok(n) = socket.read(&mut chunk).await {
             if n == 0 {
                 break;
             }
             buf.extend_from_slice(&chunk[..n]);
             if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 let head = String::from_utf8_lossy(&buf[..i]).to_ascii_lowercase();
-                let length: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
-                    .unwrap_or(0);
+                let length: usize =
+                    head.lines().find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0))).unwrap_or(0);
                 if buf.len() >= i + 4 + length {
                     break;
                 }
@@ -382,10 +379,13 @@ async fn an_attempt_without_an_answer_is_logged_with_its_error_and_a_disabled_lo
     let running = Running::start(&target, &[]).await;
     publish_event(&running.js, "evt_refused").await;
     let js = &running.js;
-    let first = wait_for("an attempt recorded", Duration::from_secs(20), || async move {
-        attempt_records(js, "evt_refused").await.into_iter().next()
-    })
-    .await;
+    let first =
+        wait_for(
+            "an attempt recorded",
+            Duration::from_secs(20),
+            || async move { attempt_records(js, "evt_refused").await.into_iter().next() },
+        )
+        .await;
     assert!(first.get("status").is_none(), "{first}");
     assert!(first["error"].as_str().is_some_and(|e| e.starts_with("connect_error")), "{first}");
     assert!(!first["error"].as_str().unwrap_or_default().contains("127.0.0.1"), "no URL in the error: {first}");

@@ -49,6 +49,9 @@ use crate::routes;
         crate::operations::show_dlq,
         crate::operations::redrive_dlq,
         crate::operations::purge_dlq,
+        crate::events::show_event,
+        crate::events::show_raw,
+        crate::events::find_events,
     ),
     components(schemas(
         CreateChannel,
@@ -82,6 +85,7 @@ use crate::routes;
         (name = "integrations", description = "Create a channel and point a platform at it"),
         (name = "meta", description = "This document"),
         (name = "operations", description = "Replay and dead letters, as `hookline replay` and `hookline dlq`"),
+        (name = "events", description = "Lookups, as `hookline events`: an event with its deliveries, a raw webhook, a search"),
     )
 )]
 pub struct ApiDoc;

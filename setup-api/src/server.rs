@@ -76,6 +76,9 @@ pub fn router(state: SharedState) -> Router {
         .route("/dlq/redrive", post(crate::operations::redrive_dlq))
         .route("/dlq/purge", post(crate::operations::purge_dlq))
         .route("/dlq/{seq}", get(crate::operations::show_dlq))
+        .route("/events", get(crate::events::find_events))
+        .route("/events/{event_id}", get(crate::events::show_event))
+        .route("/raw/{seq}", get(crate::events::show_raw))
         .fallback(routes::api_not_found)
         .method_not_allowed_fallback(routes::api_method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), require_token));

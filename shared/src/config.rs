@@ -346,12 +346,9 @@ impl Config {
         if self.ingest.max_body_bytes > 64 * 1024 * 1024 {
             return Err(ConfigError::new("ingest.max_body_bytes", "must be at most 67108864 (64 MiB)"));
         }
-        for (name, limits) in [
-            ("raw", &self.streams.raw),
-            ("events", &self.streams.events),
-            ("dlq", &self.streams.dlq),
-            ("attempts", &self.streams.attempts),
-        ] {
+        for (name, limits) in
+            [("raw", &self.streams.raw), ("events", &self.streams.events), ("dlq", &self.streams.dlq), ("attempts", &self.streams.attempts)]
+        {
             if !(1..=5).contains(&limits.replicas) {
                 return Err(ConfigError::new(format!("streams.{name}.replicas"), "must be 1 to 5"));
             }

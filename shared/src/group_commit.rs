@@ -287,11 +287,7 @@ async fn commit_messages(
 }
 
 /// Each message alone, in order, each acknowledged before the next is sent.
-async fn publish_in_order(
-    js: &jetstream::Context,
-    messages: &[Message],
-    timeout: Duration,
-) -> Result<Vec<(Stored, u64)>, CommitError> {
+async fn publish_in_order(js: &jetstream::Context, messages: &[Message], timeout: Duration) -> Result<Vec<(Stored, u64)>, CommitError> {
     let mut stored = Vec::with_capacity(messages.len());
     for m in messages {
         stored.push(publish_one(js, m.subject.clone(), m.headers.clone(), m.payload.clone(), timeout).await?);

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod dlq;
+pub mod events;
 pub mod forwarder;
 pub mod ingest;
 pub mod normalize;
