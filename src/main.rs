@@ -287,6 +287,29 @@ enum BenchCommand {
         /// default; more: that many in the bucket hookline_destinations).
         #[arg(long, default_value_t = 1)]
         destinations: usize,
+        /// on: the delivery log (HOOKLINE_ATTEMPTS) and the lookup index (HOOKLINE_INDEX) are
+        /// written, as shipped; off: neither, to measure what they cost.
+        #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+        attempts_log: String,
+    },
+    /// Stores N events (with their index entries and one attempt each) in a private nats-server,
+    /// then times lookups by event id and by message id: p50 and p99.
+    Lookup {
+        /// Events to store (the fill stops at --max-fill-s).
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Lookups of each kind, on random stored events.
+        #[arg(long, default_value_t = 1000)]
+        samples: usize,
+        /// The longest the fill may take, seconds.
+        #[arg(long, default_value_t = 900)]
+        max_fill_s: u64,
+        /// The nats-server's fsync policy: always (as shipped) or lazy.
+        #[arg(long, value_enum, default_value_t = FsyncArg::Always)]
+        fsync: FsyncArg,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
     },
     /// (internal) the baseline server.
     #[command(hide = true)]
@@ -441,8 +464,11 @@ fn main() -> ExitCode {
                     match run {
                         BenchCommand::Ingest { load, url } => cmd::bench::ingest(load.into(), url).await,
                         BenchCommand::Baseline { load } => cmd::bench::baseline(load.into()).await,
-                        BenchCommand::E2e { load, normalizers, forwarders, fault, destinations } => {
-                            cmd::bench::e2e(load.into(), normalizers, forwarders, fault, destinations).await
+                        BenchCommand::E2e { load, normalizers, forwarders, fault, destinations, attempts_log } => {
+                            cmd::bench::e2e(load.into(), normalizers, forwarders, fault, destinations, attempts_log == "on").await
+                        }
+                        BenchCommand::Lookup { events, samples, max_fill_s, fsync, json } => {
+                            cmd::bench::lookup(events, samples, max_fill_s, fsync.into(), json).await
                         }
                         BenchCommand::ServeBaseline { nats, listen } => cmd::bench::serve_baseline(nats, listen).await,
                     }

@@ -5,6 +5,7 @@
 
 pub mod baseline;
 pub mod load;
+pub mod lookup;
 pub mod plot;
 pub mod procs;
 pub mod report;

@@ -80,9 +80,6 @@ impl BackgroundLog {
 }
 
 async fn drain(mut rx: mpsc::Receiver<Message>, commits: GroupCommit, metrics: Arc<Metrics>, name: &'static str) {
-    let count = |outcome: &'static str, n: usize| {
-        metrics.log_records.get_or_create(&LogRecordLabels { log: name, outcome }).inc_by(n as u64);
-    };
     let mut batch = Vec::with_capacity(MAX_BATCH);
     // Two batches in flight at most: while one commits, the next gathers what arrives.
     let slots = Arc::new(tokio::sync::Semaphore::new(2));
@@ -116,5 +113,4 @@ async fn drain(mut rx: mpsc::Receiver<Message>, commits: GroupCommit, metrics: A
     }
     // Wait for the batches in flight.
     let _ = slots.acquire_many(2).await;
-    count("written", 0);
 }
