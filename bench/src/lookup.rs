@@ -1,7 +1,8 @@
 //! `bench lookup`: fills a private nats-server (the fsync policy hookline ships) with N events,
 //! their index entries and one delivery attempt each, as the normalizer and the forwarder store
 //! them (group commits of atomic batches), then times `lookup::event` by event id and
-//! `lookup::find` by platform message id on random events. Loopback only; the fill and the
+//! `lookup::find` by platform message id on random events, with three destinations in the
+//! bucket (a lookup by event id reads them). Loopback only; the fill and the
 //! sampling are each bounded in time.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -185,6 +186,15 @@ pub async fn run(opts: &LookupOptions) -> Result<LookupReport, String> {
         return Err("no event stored".into());
     }
 
+    // Three destinations in the bucket, as a deployment has: a lookup reads them all.
+    let bucket = hookline_shared::jetstream::destinations_bucket(&js, &config.streams).await.map_err(|e| e.to_string())?;
+    for (id, extra) in [("d1", ""), ("d2", r#","tenant_id":"t1""#), ("d3", r#","filter":{"kind":["status"]}"#)] {
+        let record = format!(
+            r#"{{"id":"{id}","url":"http://127.0.0.1:9/in","signing_secret":{{"kid":"k","nonce":"AAAAAAAAAAAAAAAA","ct":"AAAA"}}{extra},"created_at":"2026-12-01T00:00:00Z","updated_at":"2026-12-01T00:00:00Z"}}"#
+        );
+        bucket.put(id, record.into_bytes().into()).await.map_err(|e| e.to_string())?;
+    }
+
     // Random events among those stored (chunks are stored whole: 0..stored are all there).
     let mut state = (started.elapsed().as_nanos() as u64) | 1;
     let mut pick = move || {
@@ -205,7 +215,7 @@ pub async fn run(opts: &LookupOptions) -> Result<LookupReport, String> {
         let t = Instant::now();
         let view = lookup::event(&js, &event_id(i), None).await.map_err(|e| e.to_string())?;
         by_id.push(t.elapsed().as_secs_f64() * 1000.0);
-        found_id += usize::from(view.is_some_and(|v| v.attempts.len() == 1));
+        found_id += usize::from(view.is_some_and(|v| v.attempts.len() == 1 && v.destinations.len() >= 3));
         let i = pick();
         let query = FindQuery { message_id: Some(message_id(i)), limit: 10, ..Default::default() };
         let t = Instant::now();

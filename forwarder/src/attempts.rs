@@ -1,7 +1,7 @@
 //! The delivery log: every attempt (destination, event, attempt number, time, the target's status
 //! or the error, duration, the answer's first KiB, and what came of it: delivered, retrying with
 //! the time of the next attempt, dead-lettered) as one `AttemptRecord` on
-//! `hookline.attempts.<event>.<destination>` in `HOOKLINE_ATTEMPTS`.
+//! `hookline.attempts.<event>` in `HOOKLINE_ATTEMPTS`.
 //!
 //! It never delays a delivery: `record` puts the record on a bounded queue without waiting, and a
 //! background task stores what waited as one atomic batch (`BackgroundLog`). A full queue drops

@@ -323,7 +323,7 @@ async fn attempt_records(js: &jetstream::Context, event_id: &str) -> Vec<serde_j
     let Ok(stream) = js.get_stream(names::ATTEMPTS_STREAM).await else { return Vec::new() };
     let mut out = Vec::new();
     let mut seq = 1;
-    let filter = format!("hookline.attempts.{event_id}.>");
+    let filter = format!("hookline.attempts.{event_id}");
     while let Ok(m) = stream.get_first_raw_message_by_subject(&filter, seq).await {
         seq = m.sequence + 1;
         if let Ok(v) = serde_json::from_slice(&m.payload) {

@@ -4,10 +4,11 @@
 //!
 //! Fast by subject, never by scan where an id is given: `HOOKLINE_INDEX` (written by the
 //! normalizer once the events are stored) maps `hookline.index.id.<event id>`,
-//! `hookline.index.msg.<hash of message id>.<tenant>` and `hookline.index.conv.<hash>.<tenant>`
-//! to the event's sequence in `HOOKLINE_EVENTS`; the delivery log keeps an event's attempts on
-//! `hookline.attempts.<event id>.<destination>`. Each is a subject-filtered read the server
-//! answers from its subject tree, whatever the stream's size. Only `find` without a message or
+//! `hookline.index.msg.<hash of message id>` and `hookline.index.conv.<hash>` to the event's
+//! sequence in `HOOKLINE_EVENTS`; the delivery log keeps an event's attempts on
+//! `hookline.attempts.<event id>`. Each is a read of one literal subject, which nats-server
+//! answers from its subject index whatever the stream's size (a wildcard would make it scan every
+//! block once a stream holds more than 64k subjects: never use one here). Only `find` without a message or
 //! conversation id reads `HOOKLINE_EVENTS` in order (by tenant and kind through the subject, from
 //! `from`), within a budget, and says where to go on with a cursor.
 //!
@@ -252,15 +253,12 @@ pub async fn find(js: &jetstream::Context, query: &FindQuery, tenant: Option<&st
     };
     let start = query.cursor.as_deref().and_then(parse_cursor).unwrap_or(1);
     let keyed = match (&query.message_id, &query.conversation_id) {
-        (Some(id), _) => Some((format!("hookline.index.msg.{}", names::hashed_token(id)), id.as_str(), true)),
-        (None, Some(id)) => Some((format!("hookline.index.conv.{}", names::hashed_token(id)), id.as_str(), false)),
+        (Some(id), _) => Some(names::index_message_subject(id)),
+        (None, Some(id)) => Some(names::index_conversation_subject(id)),
         (None, None) => None,
     };
     match keyed {
-        Some((prefix, _, _)) => {
-            let subject = format!("{prefix}.{}", tenant.map_or("*", names::tenant_token));
-            find_by_index(js, query, &subject, tenant, start).await
-        }
+        Some(subject) => find_by_index(js, query, &subject, tenant, start).await,
         None => find_by_scan(js, query, tenant, start).await,
     }
 }
@@ -333,6 +331,9 @@ async fn find_by_index(
         };
         seq = entry.sequence + 1;
         let Ok(entry) = serde_json::from_slice::<IndexEntry>(&entry.payload) else { continue };
+        if !in_tenant(tenant, &entry.tenant_id) {
+            continue;
+        }
         let Some((stored, event)) = load_event(js, entry.seq).await? else { continue };
         if event.get("id").and_then(Value::as_str) == Some(entry.event_id.as_str()) && matches(query, &event, tenant) {
             events.push(FoundEvent { seq: entry.seq, subject: stored.subject.to_string(), event });
@@ -396,7 +397,7 @@ async fn load_event(js: &jetstream::Context, seq: u64) -> Result<Option<(jetstre
 pub async fn attempts_of(js: &jetstream::Context, event_id: &str) -> Result<Vec<AttemptRecord>, OpsError> {
     let error = stream_error(names::ATTEMPTS_STREAM);
     let stream = js.get_stream_no_info(names::ATTEMPTS_STREAM).await.map_err(|e| error(e.to_string()))?;
-    let subject = format!("hookline.attempts.{}.>", names::key_token(event_id));
+    let subject = names::attempt_subject(event_id);
     let mut out = Vec::new();
     let mut seq = 1;
     while out.len() < MAX_ATTEMPTS {
@@ -463,22 +464,33 @@ async fn destination_states(
     Ok(states)
 }
 
-/// The bucket's destinations (none when it does not exist).
+/// The bucket's destinations (none when it does not exist): the keys from the bucket stream's
+/// subjects, then each key's last value. Not `kv::Store::keys`, which creates a consumer per
+/// call (a lookup per second would soon meet the server's consumer limit).
 async fn destination_records(js: &jetstream::Context) -> Result<Vec<DestinationRecord>, OpsError> {
     use futures_util::StreamExt;
-    let Ok(bucket) = js.get_key_value(names::DESTINATIONS_BUCKET).await else { return Ok(Vec::new()) };
-    let error = |e: String| OpsError::Stream { stream: names::DESTINATIONS_BUCKET, message: e };
-    let mut keys = match bucket.keys().await {
-        Ok(k) => k,
-        Err(e) => return Err(error(e.to_string())),
+    let stream_name = format!("KV_{}", names::DESTINATIONS_BUCKET);
+    let Ok(stream) = js.get_stream_no_info(&stream_name).await else { return Ok(Vec::new()) };
+    let prefix = format!("$KV.{}.", names::DESTINATIONS_BUCKET);
+    let mut subjects = match stream.info_with_subjects(format!("{prefix}>")).await {
+        Ok(s) => s,
+        // No bucket yet: no destination but those the delivery log names.
+        Err(_) => return Ok(Vec::new()),
     };
+    let mut keys = Vec::new();
+    while let Some(entry) = subjects.next().await {
+        let Ok((subject, _)) = entry else { break };
+        keys.push(subject);
+    }
     let mut out = Vec::new();
-    while let Some(key) = keys.next().await {
-        let Ok(key) = key else { continue };
-        if let Ok(Some(value)) = bucket.get(&key).await {
-            if let Ok(record) = serde_json::from_slice::<DestinationRecord>(&value) {
-                out.push(record);
-            }
+    for subject in keys.into_iter().take(1000) {
+        let Ok(m) = stream.get_last_raw_message_by_subject(&subject).await else { continue };
+        // A deleted or purged key keeps a marker as its last value.
+        if m.headers.get("KV-Operation").is_some() {
+            continue;
+        }
+        if let Ok(record) = serde_json::from_slice::<DestinationRecord>(&m.payload) {
+            out.push(record);
         }
     }
     Ok(out)

@@ -20,7 +20,7 @@ pub enum AttemptOutcome {
     DeadLettered,
 }
 
-/// One delivery attempt, as stored on `hookline.attempts.<event>.<destination>`.
+/// One delivery attempt, as stored on `hookline.attempts.<event>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AttemptRecord {
     pub event_id: String,
@@ -57,11 +57,7 @@ pub struct AttemptRecord {
 impl AttemptRecord {
     pub fn to_message(&self) -> Option<Message> {
         let payload = serde_json::to_vec(self).ok()?;
-        Some(Message {
-            subject: names::attempt_subject(&self.event_id, &self.destination),
-            headers: async_nats::HeaderMap::new(),
-            payload: payload.into(),
-        })
+        Some(Message { subject: names::attempt_subject(&self.event_id), headers: async_nats::HeaderMap::new(), payload: payload.into() })
     }
 }
 
@@ -90,10 +86,10 @@ pub fn index_messages(event: &NormalizedEvent, seq: u64, subject: &str) -> Vec<M
     let payload = bytes::Bytes::from(payload);
     let mut subjects = vec![names::index_event_subject(&event.id)];
     if let Some(id) = message_key(event).filter(|id| !id.is_empty()) {
-        subjects.push(names::index_message_subject(id, &event.tenant_id));
+        subjects.push(names::index_message_subject(id));
     }
     if let Some(c) = event.conversation.as_ref().filter(|c| !c.id.is_empty()) {
-        subjects.push(names::index_conversation_subject(&c.id, &event.tenant_id));
+        subjects.push(names::index_conversation_subject(&c.id));
     }
     subjects.into_iter().map(|subject| Message { subject, headers: async_nats::HeaderMap::new(), payload: payload.clone() }).collect()
 }

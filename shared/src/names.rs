@@ -43,10 +43,12 @@ pub fn dlq_subject(stage: &str, who: &str) -> String {
     format!("hookline.dlq.{stage}.{who}")
 }
 
-/// `hookline.attempts.<event token>.<destination>`: a lookup by event id reads
-/// `hookline.attempts.<event token>.>`, a subject-filtered read, not a scan.
-pub fn attempt_subject(event_id: &str, destination: &str) -> String {
-    format!("hookline.attempts.{}.{destination}", key_token(event_id))
+/// `hookline.attempts.<event token>`: a lookup by event id reads that one literal subject (the
+/// destination is in the record). Literal on purpose: nats-server finds a literal subject's
+/// first block from its subject index, but scans every block for a wildcard once a stream holds
+/// more than 64k subjects.
+pub fn attempt_subject(event_id: &str) -> String {
+    format!("hookline.attempts.{}", key_token(event_id))
 }
 
 /// `hookline.index.id.<event token>`: where the event lies in `HOOKLINE_EVENTS`.
@@ -54,14 +56,15 @@ pub fn index_event_subject(event_id: &str) -> String {
     format!("hookline.index.id.{}", key_token(event_id))
 }
 
-/// `hookline.index.msg.<hash of the platform message id>.<tenant>`
-pub fn index_message_subject(message_id: &str, tenant: &str) -> String {
-    format!("hookline.index.msg.{}.{}", hashed_token(message_id), tenant_token(tenant))
+/// `hookline.index.msg.<hash of the platform message id>` (literal, as `attempt_subject`; the
+/// tenant is in the entry).
+pub fn index_message_subject(message_id: &str) -> String {
+    format!("hookline.index.msg.{}", hashed_token(message_id))
 }
 
-/// `hookline.index.conv.<hash of the conversation id>.<tenant>`
-pub fn index_conversation_subject(conversation_id: &str, tenant: &str) -> String {
-    format!("hookline.index.conv.{}.{}", hashed_token(conversation_id), tenant_token(tenant))
+/// `hookline.index.conv.<hash of the conversation id>`
+pub fn index_conversation_subject(conversation_id: &str) -> String {
+    format!("hookline.index.conv.{}", hashed_token(conversation_id))
 }
 
 /// An event id as one subject token: itself when it can be one (`evt_` + hex always can), else
