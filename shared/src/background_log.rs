@@ -125,3 +125,42 @@ async fn drain(mut rx: mpsc::Receiver<Message>, commits: GroupCommit, metrics: A
     // Wait for the batches in flight.
     let _ = slots.acquire_many(2).await;
 }
+
+#[cfg(all(test, feature = "harness"))]
+mod tests {
+    use super::*;
+    use crate::harness::{wait_for, TestNats};
+
+    fn counted(metrics: &Metrics, outcome: &'static str) -> u64 {
+        metrics.log_records.get_or_create(&LogRecordLabels { log: "test", outcome }).get()
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_and_counts_without_waiting_and_the_rest_is_stored() {
+        let nats = TestNats::start();
+        let js = nats.jetstream().await;
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: "T".into(),
+            subjects: vec!["t.>".into()],
+            allow_atomic_publish: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("stream: {e}"));
+        let metrics = Metrics::new();
+        let log = BackgroundLog::start_with(js.clone(), metrics.clone(), "test", "T", 8);
+        // 100 records at once, without a yield: the writer cannot drain meanwhile, so all but the
+        // queue's 8 are dropped, and `record` never waited.
+        let started = std::time::Instant::now();
+        for i in 0..100 {
+            log.record(Message { subject: "t.a".into(), headers: async_nats::HeaderMap::new(), payload: format!("r{i}").into() });
+        }
+        assert!(started.elapsed() < Duration::from_millis(50), "record waited");
+        assert_eq!(counted(&metrics, "dropped_full"), 92);
+        let m = &metrics;
+        wait_for("the queued records stored", Duration::from_secs(10), || async move { (counted(m, "written") == 8).then_some(()) }).await;
+        let mut stream = js.get_stream("T").await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(stream.info().await.unwrap_or_else(|e| panic!("{e}")).state.messages, 8);
+        assert!(!BackgroundLog::off().is_on());
+    }
+}
