@@ -115,6 +115,12 @@ enum Command {
         #[command(subcommand)]
         action: DlqCommand,
     },
+    /// Lookups: one event with every delivery attempt (show), or events by message id,
+    /// conversation, channel, tenant, kind and time (find).
+    Events {
+        #[command(subcommand)]
+        action: EventsCommand,
+    },
     /// Load generation and measurement (loopback only; every run bounded in time and count).
     Bench {
         #[command(subcommand)]
@@ -316,6 +322,29 @@ enum BenchCommand {
         /// messages are sent.
         #[arg(long)]
         fail_ratio: Option<f64>,
+        /// on: the delivery log (HOOKLINE_ATTEMPTS) and the lookup index (HOOKLINE_INDEX) are
+        /// written, as shipped; off: neither, to measure what they cost.
+        #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+        attempts_log: String,
+    },
+    /// Stores N events (with their index entries and one attempt each) in a private nats-server,
+    /// then times lookups by event id and by message id: p50 and p99.
+    Lookup {
+        /// Events to store (the fill stops at --max-fill-s).
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Lookups of each kind, on random stored events.
+        #[arg(long, default_value_t = 1000)]
+        samples: usize,
+        /// The longest the fill may take, seconds.
+        #[arg(long, default_value_t = 900)]
+        max_fill_s: u64,
+        /// The nats-server's fsync policy: always (as shipped) or lazy.
+        #[arg(long, value_enum, default_value_t = FsyncArg::Always)]
+        fsync: FsyncArg,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
     },
     /// (internal) the baseline server.
     #[command(hide = true)]
@@ -362,6 +391,60 @@ enum TokensCommand {
 enum SecretsCommand {
     /// Re-seals every channel secret under secrets.key (the old key listed in secrets.previous_keys).
     RotateKey,
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// One event: where it came from (its raw webhook's sequence), its state at every destination
+    /// (delivered, retrying with the next attempt's time, dead_lettered, filtered_out, waiting)
+    /// and every delivery attempt with the target's status, duration and answer.
+    #[command(after_help = "Example: hookline events show evt_c3167890603f1d1574d05993b54f5a83")]
+    Show {
+        /// The event's id (evt_...), as in webhook-id or `events find`.
+        event_id: String,
+        /// The whole lookup as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Events matching every filter given, oldest first. With --message-id or --conversation-id
+    /// the index answers at once; otherwise HOOKLINE_EVENTS is read in order from --from (by
+    /// --tenant and --kind through the subject) for up to two seconds, then a cursor is printed.
+    #[command(after_help = "Examples:
+  hookline events find --message-id wamid.HBgLMTU1NTEyMzQ1NjcVAgASGBQzQUZBMDM=
+  hookline events find --conversation-id 1111111 --tenant acme
+  hookline events find --tenant acme --kind status --from 2h --limit 20")]
+    Find {
+        /// The platform's message id: the message and the statuses about it.
+        #[arg(long)]
+        message_id: Option<String>,
+        /// The conversation's id (a chat, a phone number, a thread).
+        #[arg(long)]
+        conversation_id: Option<String>,
+        /// A channel id.
+        #[arg(long)]
+        channel: Option<String>,
+        /// A tenant id.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// message, status, payment, chat_event or other.
+        #[arg(long)]
+        kind: Option<String>,
+        /// received_at from this time: RFC 3339, or an age such as 15m, 2h, 7d.
+        #[arg(long, value_parser = parse_time)]
+        from: Option<time::OffsetDateTime>,
+        /// received_at up to this time: RFC 3339, or an age.
+        #[arg(long, value_parser = parse_time)]
+        to: Option<time::OffsetDateTime>,
+        /// At most this many, 1 to 1000.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Go on where a previous search stopped (it prints the cursor).
+        #[arg(long)]
+        cursor: Option<String>,
+        /// One JSON object per line ({seq, subject, event}).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -465,21 +548,47 @@ fn main() -> ExitCode {
                             conversations,
                             messages,
                             fail_ratio,
+                            ..
                         } => {
                             let shape = cmd::bench::Conversations { conversations, messages, fail_ratio, destinations };
                             cmd::bench::ordered(load.into(), normalizers, forwarders, fault, shape).await
                         }
-                        BenchCommand::E2e { load, normalizers, forwarders, fault, destinations, fail_ratio, .. } => {
+                        BenchCommand::E2e { load, normalizers, forwarders, fault, destinations, fail_ratio, attempts_log, .. } => {
                             if fail_ratio.is_some() {
                                 Err(anyhow::anyhow!("--fail-ratio goes with --ordering conversation (else: --fault target-500)"))
                             } else {
-                                cmd::bench::e2e(load.into(), normalizers, forwarders, fault, destinations).await
+                                cmd::bench::e2e(load.into(), normalizers, forwarders, fault, destinations, attempts_log == "on").await
                             }
+                        }
+                        BenchCommand::Lookup { events, samples, max_fill_s, fsync, json } => {
+                            cmd::bench::lookup(events, samples, max_fill_s, fsync.into(), json).await
                         }
                         BenchCommand::ServeBaseline { nats, listen } => cmd::bench::serve_baseline(nats, listen).await,
                     }
                 };
                 cmd::until_signal(&shutdown, bench).await
+            }
+            Command::Events { action } => {
+                hookline_shared::runtime::fill_from_running_up(&mut config, operator_needs(true, false, false))?;
+                use cmd::events::EventsAction;
+                let action = match action {
+                    EventsCommand::Show { event_id, json } => EventsAction::Show { event_id, json },
+                    EventsCommand::Find { message_id, conversation_id, channel, tenant, kind, from, to, limit, cursor, json } => {
+                        let query = hookline_operations::lookup::FindQuery {
+                            message_id,
+                            conversation_id,
+                            channel,
+                            tenant,
+                            kind,
+                            from,
+                            to,
+                            limit,
+                            cursor,
+                        };
+                        EventsAction::Find { query, json }
+                    }
+                };
+                cmd::until_signal(&shutdown, cmd::events::run(config, action)).await
             }
             Command::Dlq { action } => {
                 hookline_shared::runtime::fill_from_running_up(&mut config, operator_needs(true, false, false))?;

@@ -27,7 +27,7 @@ fn check(report: &E2eReport) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_killed_and_restarted_loses_no_acknowledged_webhook() {
-    let report = runs::e2e(&options(9), 1, 1, Some(Fault::NatsKill), 1).await.expect("run");
+    let report = runs::e2e(&options(9), 1, 1, Some(Fault::NatsKill), 1, true).await.expect("run");
     check(&report);
     // While NATS was down, ingest answered 503 (or the connection failed) rather than 200.
     let refused: u64 = report.load.non_200.values().sum();
@@ -37,25 +37,25 @@ async fn nats_killed_and_restarted_loses_no_acknowledged_webhook() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_killed_and_restarted_repeatedly_lose_nothing() {
-    let report = runs::e2e(&options(9), 2, 1, Some(Fault::NormalizerKill), 1).await.expect("run");
+    let report = runs::e2e(&options(9), 2, 1, Some(Fault::NormalizerKill), 1, true).await.expect("run");
     check(&report);
     // Two forwarders, one SIGKILLed and restarted repeatedly, three destinations each wanting
     // every event: every event reaches every destination.
-    let report = runs::e2e(&options(9), 1, 2, Some(Fault::ForwarderKill), 3).await.expect("run");
+    let report = runs::e2e(&options(9), 1, 2, Some(Fault::ForwarderKill), 3, true).await.expect("run");
     assert_eq!(report.destinations, 3);
     check(&report);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_failing_for_a_while_gets_everything_once_it_recovers() {
-    let report = runs::e2e(&options(9), 1, 1, Some(Fault::Target500), 1).await.expect("run");
+    let report = runs::e2e(&options(9), 1, 1, Some(Fault::Target500), 1, true).await.expect("run");
     check(&report);
     assert_eq!(report.ledger.in_dlq, 0, "a 3 s outage is well within the retry schedule");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_node_killed_and_restarted_loses_nothing_and_ingest_keeps_answering() {
-    let report = runs::e2e(&options(15), 1, 1, Some(Fault::ClusterNodeKill), 1).await.expect("run");
+    let report = runs::e2e(&options(15), 1, 1, Some(Fault::ClusterNodeKill), 1, true).await.expect("run");
     check(&report);
     // Ingest answers every request: 200, or 503 with Retry-After while the stream's leader is
     // re-elected (when the killed node led it), never a dropped connection.
@@ -73,7 +73,7 @@ async fn a_cluster_node_killed_and_restarted_loses_nothing_and_ingest_keeps_answ
 async fn a_power_cut_loses_no_webhook_answered_200_with_the_shipped_fsync_and_loses_some_with_the_default() {
     hookline_shared::harness::powercut::available().unwrap_or_else(|e| panic!("the power-cut test needs FUSE: {e}"));
     // The shipped setting: sync_interval: always.
-    let report = runs::e2e(&options(6), 1, 1, Some(Fault::PowerCut), 1).await.expect("run");
+    let report = runs::e2e(&options(6), 1, 1, Some(Fault::PowerCut), 1, true).await.expect("run");
     assert!(report.notes.iter().any(|n| n.starts_with("power cut at")), "{:?}", report.notes);
     assert!(report.notes.iter().any(|n| n.contains("nats-server restarted")), "{:?}", report.notes);
     check(&report);
@@ -87,7 +87,7 @@ async fn a_power_cut_loses_no_webhook_answered_200_with_the_shipped_fsync_and_lo
 
     // nats-server's default (fsync every two minutes): webhooks answered 200 are gone.
     let lazy = LoadOptions { fsync: hookline_shared::servers::Fsync::Lazy, ..options(6) };
-    let report = runs::e2e(&lazy, 1, 1, Some(Fault::PowerCut), 1).await.expect("run");
+    let report = runs::e2e(&lazy, 1, 1, Some(Fault::PowerCut), 1, true).await.expect("run");
     let l = &report.ledger;
     assert!(l.answered_200 > 100, "too few webhooks answered 200 to mean anything: {l:?} {:?}", report.notes);
     // What the cut took: webhooks answered 200 no longer in the store (delivered before the cut or

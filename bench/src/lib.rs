@@ -5,6 +5,7 @@
 
 pub mod baseline;
 pub mod load;
+pub mod lookup;
 pub mod ordered;
 pub mod plot;
 pub mod procs;

@@ -55,6 +55,8 @@ pub struct Stack {
     power: Option<PowerCutFs>,
     pub key: Secret,
     pub sink_secret: Secret,
+    /// The delivery log and the lookup index (`forwarder.attempts_log`, `normalizer.index`).
+    pub attempts_log: bool,
     exe: PathBuf,
     dir: tempfile::TempDir,
 }
@@ -106,7 +108,7 @@ impl Stack {
             Some(b) => b.to_path_buf(),
             None => std::env::current_exe().map_err(|e| e.to_string())?,
         };
-        Ok(Stack { roles: Vec::new(), nats, power, key, sink_secret, exe, dir })
+        Ok(Stack { roles: Vec::new(), nats, power, key, sink_secret, attempts_log: true, exe, dir })
     }
 
     /// Cuts the power under the (single) nats-server: SIGKILL, then every write it did not fsync
@@ -153,9 +155,13 @@ impl Stack {
             ("HOOKLINE_DATA_DIR".into(), self.dir.path().display().to_string()),
         ];
         if self.clustered() {
-            for stream in ["RAW", "EVENTS", "DLQ", "CHANNELS"] {
+            for stream in ["RAW", "EVENTS", "DLQ", "ATTEMPTS", "CHANNELS"] {
                 env.push((format!("HOOKLINE_STREAMS__{stream}__REPLICAS"), "3".into()));
             }
+        }
+        if !self.attempts_log {
+            env.push(("HOOKLINE_FORWARDER__ATTEMPTS_LOG".into(), "false".into()));
+            env.push(("HOOKLINE_NORMALIZER__INDEX".into(), "false".into()));
         }
         env
     }

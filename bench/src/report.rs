@@ -71,6 +71,12 @@ pub fn print_e2e(r: &E2eReport) {
         "  ledger: sent {}, answered 200 {}, expected events {}, delivered {}, in DLQ {}, duplicates {}, lost {}",
         l.sent, l.answered_200, l.expected_events, l.delivered, l.in_dlq, l.duplicates, l.lost
     );
+    println!(
+        "  delivery log {}: {} attempt record(s), {} index entr(ies) stored",
+        if r.attempts_log { "on" } else { "off" },
+        r.attempt_records,
+        r.index_entries
+    );
     if !r.load.non_200.is_empty() {
         println!("  non-200 answers: {:?} (0: connection errors)", r.load.non_200);
     }

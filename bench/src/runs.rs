@@ -169,6 +169,11 @@ pub struct E2eReport {
     pub forwarders: usize,
     /// Destinations, each receiving every event.
     pub destinations: usize,
+    /// Whether the delivery log and the lookup index were written.
+    pub attempts_log: bool,
+    /// Records stored in HOOKLINE_ATTEMPTS and HOOKLINE_INDEX at the end.
+    pub attempt_records: u64,
+    pub index_entries: u64,
     /// Per destination: events received and the ingest→sink latency there.
     pub per_destination: Vec<DestinationFigures>,
     /// Raw webhooks in HOOKLINE_RAW at the end: at least every one answered 200, unless the
@@ -257,11 +262,13 @@ pub async fn e2e(
     forwarders: usize,
     fault: Option<Fault>,
     destinations: usize,
+    attempts_log: bool,
 ) -> Result<E2eReport, String> {
     let destinations = destinations.max(1);
     let templates: Vec<Template> = workload::templates()?;
     let mut stack =
         Stack::start(opts.binary.as_deref(), fault == Some(Fault::ClusterNodeKill), opts.fsync, fault == Some(Fault::PowerCut))?;
+    stack.attempts_log = attempts_log;
     stack.write_channels(&templates).await?;
     let ingest_port = stack.spawn_ingest()?;
     let mut sink_ports = Vec::new();
@@ -465,10 +472,18 @@ pub async fn e2e(
     }
     let dlq_ids = dlq_event_ids(&js).await?;
     let stats = sink_stats(sink_port).await.unwrap_or_default();
-    let raw_stored = match js.get_stream(names::RAW_STREAM).await {
-        Ok(mut s) => s.info().await.map(|i| i.state.messages).unwrap_or(0),
-        Err(_) => 0,
+    let stored = |name: &'static str| {
+        let js = js.clone();
+        async move {
+            match js.get_stream(name).await {
+                Ok(mut s) => s.info().await.map(|i| i.state.messages).unwrap_or(0),
+                Err(_) => 0,
+            }
+        }
     };
+    let raw_stored = stored(names::RAW_STREAM).await;
+    let attempt_records = stored(names::ATTEMPTS_STREAM).await;
+    let index_entries = stored(names::INDEX_STREAM).await;
     let mut per_destination = Vec::new();
     for (i, port) in sink_ports.iter().enumerate() {
         let s = sink_stats(*port).await.unwrap_or_default();
@@ -498,6 +513,9 @@ pub async fn e2e(
         forwarders,
         delivered_per_second: deliveries_total as f64 / span,
         destinations,
+        attempts_log,
+        attempt_records,
+        index_entries,
         per_destination,
         raw_stored,
         latency_p50_ms: stats.latency_ms.as_ref().map_or(0.0, |l| l.p50),

@@ -72,8 +72,8 @@ CATALOG = {
     "hookline_delivery_duration_seconds": ("histogram", {}),
     "hookline_forwarder_in_flight_limit": ("gauge", {}),
     "hookline_consumer_pending_messages": ("gauge", {"consumer": {"normalizer", "forwarder"}}),
-    "hookline_group_commit_batch_messages": ("histogram", {"stream": {"HOOKLINE_RAW", "HOOKLINE_EVENTS"}}),
-    "hookline_group_commits": ("counter", {"stream": {"HOOKLINE_RAW", "HOOKLINE_EVENTS"}, "outcome": {"committed", "split_duplicate", "split_refused", "failed"}}),
+    "hookline_group_commit_batch_messages": ("histogram", {"stream": {"HOOKLINE_RAW", "HOOKLINE_EVENTS", "HOOKLINE_ATTEMPTS", "HOOKLINE_INDEX"}}),
+    "hookline_group_commits": ("counter", {"stream": {"HOOKLINE_RAW", "HOOKLINE_EVENTS", "HOOKLINE_ATTEMPTS", "HOOKLINE_INDEX"}, "outcome": {"committed", "split_duplicate", "split_refused", "failed"}}),
     "hookline_group_commit_duration_seconds": ("histogram", {}),
     "hookline_destination_deliveries": ("counter", {"destination": None, "outcome": {"delivered", "retried", "dead_lettered", "filtered"}}),
     "hookline_destination_delivery_duration_seconds": ("histogram", {"destination": None}),
@@ -81,6 +81,7 @@ CATALOG = {
     "hookline_destination_state": ("gauge", {"destination": None}),
     "hookline_destination_ordered_held": ("gauge", {"destination": None}),
     "hookline_destination_ordered_owner": ("gauge", {"destination": None}),
+    "hookline_log_records": ("counter", {"log": {"attempts", "index"}, "outcome": {"written", "dropped_full", "failed"}}),
 }
 # Labels the scrape adds (deploy/prometheus/prometheus.yml) or Prometheus itself.
 TARGET_LABELS = {"job", "instance", "namespace", "pod", "component", "app"}

@@ -10,6 +10,19 @@ use hookline_shared::{egress, standard_webhooks, Secret};
 
 use crate::outcome::{parse_retry_after, DeliveryOutcome};
 
+/// How much of an answer's body the delivery log keeps.
+pub const ANSWER_PREFIX_BYTES: usize = 1024;
+
+/// What the target answered, for the delivery log: the first KiB of its body, or why there was
+/// no answer (the error's kind and message, never the URL).
+#[derive(Debug, Clone, Default)]
+pub struct Answer {
+    pub body_prefix: Vec<u8>,
+    /// The body was longer than the prefix.
+    pub truncated: bool,
+    pub error: Option<String>,
+}
+
 pub struct Deliverer {
     client: reqwest::Client,
     target: String,
@@ -99,12 +112,14 @@ impl Deliverer {
         &self.target
     }
 
-    /// POSTs `body` (the event's JSON) and classifies the answer.
-    pub async fn deliver(&self, event_id: &str, body: Bytes, traceparent: &str) -> (DeliveryOutcome, Duration) {
+    /// POSTs `body` (the event's JSON) and classifies the answer; with what it took and what the
+    /// target said (the body's first KiB, or the error).
+    pub async fn deliver(&self, event_id: &str, body: Bytes, traceparent: &str) -> (DeliveryOutcome, Duration, Answer) {
         let started = Instant::now();
         if let Some(why) = &self.egress_refused {
             tracing::warn!(event_id, reason = %why, "delivery refused by the egress policy; retried later");
-            return (DeliveryOutcome::Retryable { status: None, reason: "egress_refused", retry_after: None }, started.elapsed());
+            let answer = Answer { error: Some(format!("refused by the egress policy: {why}")), ..Answer::default() };
+            return (DeliveryOutcome::Retryable { status: None, reason: "egress_refused", retry_after: None }, started.elapsed(), answer);
         }
         let timestamp = time::OffsetDateTime::now_utc().unix_timestamp();
         let mut request = self
@@ -127,6 +142,7 @@ impl Deliverer {
             }
             request = request.header(standard_webhooks::SIGNATURE_HEADER, signature);
         }
+        let mut answer = Answer::default();
         let outcome = match request.body(body).send().await {
             Ok(response) => {
                 let status = response.status().as_u16();
@@ -135,6 +151,9 @@ impl Deliverer {
                 let mut response = response;
                 let mut read = 0usize;
                 while let Ok(Some(chunk)) = response.chunk().await {
+                    let room = ANSWER_PREFIX_BYTES.saturating_sub(answer.body_prefix.len());
+                    answer.body_prefix.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                    answer.truncated |= chunk.len() > room;
                     read += chunk.len();
                     if read > 64 * 1024 {
                         break;
@@ -145,12 +164,43 @@ impl Deliverer {
             Err(e) if egress::is_refusal(&e).is_some() => {
                 let why = egress::is_refusal(&e).map(ToString::to_string).unwrap_or_default();
                 tracing::warn!(event_id, reason = %why, "delivery refused by the egress policy; retried later");
+                answer.error = Some(format!("refused by the egress policy: {why}"));
                 DeliveryOutcome::Retryable { status: None, reason: "egress_refused", retry_after: None }
             }
-            Err(e) if e.is_timeout() => DeliveryOutcome::Retryable { status: None, reason: "timeout", retry_after: None },
-            Err(e) if e.is_connect() => DeliveryOutcome::Retryable { status: None, reason: "connect_error", retry_after: None },
-            Err(_) => DeliveryOutcome::Retryable { status: None, reason: "request_error", retry_after: None },
+            Err(e) => {
+                let reason = if e.is_timeout() {
+                    "timeout"
+                } else if e.is_connect() {
+                    "connect_error"
+                } else {
+                    "request_error"
+                };
+                answer.error = Some(error_chain(e.without_url()));
+                DeliveryOutcome::Retryable { status: None, reason, retry_after: None }
+            }
         };
-        (outcome, started.elapsed())
+        (outcome, started.elapsed(), answer)
     }
+}
+
+/// An error and its causes on one line, at most 512 bytes (no URL: the caller strips it).
+fn error_chain(e: reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        let next = cause.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = cause.source();
+    }
+    if text.len() > 512 {
+        let mut end = 512;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
 }

@@ -2,6 +2,7 @@
 //! (Standard Webhooks), with durable retries carried by JetStream redelivery and a dead-letter
 //! queue; and `sink`, a receiver for development, tests and benchmarks.
 
+pub mod attempts;
 pub mod deliver;
 pub mod destinations;
 pub mod limit;

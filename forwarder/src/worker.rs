@@ -28,6 +28,7 @@ use hookline_shared::metrics::{DestinationLabels, DestinationOutcomeLabels, Metr
 use hookline_shared::names::{self, header};
 use hookline_shared::{telemetry, timefmt};
 
+use crate::attempts::{Attempt, AttemptLog};
 use crate::deliver::{Deliverer, DelivererError};
 use crate::destinations::breaker::{Breaker, Gate};
 use crate::destinations::rate::RateLimiter;
@@ -148,6 +149,8 @@ pub struct DestinationWorker {
     pub rate: Option<RateLimiter>,
     pub breaker: Arc<Breaker>,
     pub batch_size: usize,
+    /// The delivery log (off until the registry gives it one).
+    pub attempts: AttemptLog,
     label: DestinationLabels,
     /// Whether events must be read to decide (a filter beyond subjects, or a tenant).
     check_events: bool,
@@ -177,6 +180,7 @@ impl DestinationWorker {
             rate,
             breaker,
             batch_size,
+            attempts: AttemptLog::off(),
             check_events,
             destination,
             settings,
@@ -333,10 +337,10 @@ impl DestinationWorker {
         if too_old && attempt > 1 {
             return self.dead_letter(message, seq, attempt, &head.tenant_id, "age_exhausted", "older than max_age_s", None).await;
         }
-        let (outcome, took) = self.deliverer.deliver(&head.id, message.payload.clone(), traceparent).await;
+        let (outcome, took, answer) = self.deliverer.deliver(&head.id, message.payload.clone(), traceparent).await;
         self.metrics.delivery_duration.observe(took.as_secs_f64());
         self.metrics.destination_delivery_duration.get_or_create(&self.label).observe(took.as_secs_f64());
-        match outcome {
+        let ack = match outcome {
             DeliveryOutcome::Delivered(status) => {
                 self.limit.on_success();
                 self.breaker.on_success().await;
@@ -376,7 +380,10 @@ impl DestinationWorker {
                 )
                 .await
             }
-        }
+        };
+        let event = Attempt { event_id: &head.id, tenant_id: &head.tenant_id, seq, subject: message.subject.as_str(), attempt };
+        self.attempts.record(&self.destination.id, event, &outcome, took, answer, &ack);
+        ack
     }
 
     pub(crate) fn count(&self, outcome: &'static str) {

@@ -288,3 +288,116 @@ async fn a_failing_target_makes_the_in_flight_limit_drop_and_recover() {
 fn rand_suffix() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
 }
+
+/// Answers each connection with the next of `answers` (status, body), then 200 "ok".
+async fn serve_answers(listener: TcpListener, answers: Vec<(u16, Vec<u8>)>) {
+    let mut answers = answers.into_iter();
+    loop {
+        let Ok((mut socket, _)) = listener.accept().await else { return };
+        let (status, body) = answers.next().unwrap_or((200, b"ok".to_vec()));
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 8192];
+        // Read the head and the body (Content-Length), then answer and close.
+        while let Ok(n) = socket.read(&mut chunk).await {
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..i]).to_ascii_lowercase();
+                let length: usize =
+                    head.lines().find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0))).unwrap_or(0);
+                if buf.len() >= i + 4 + length {
+                    break;
+                }
+            }
+        }
+        let head = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+        let _ = socket.write_all(head.as_bytes()).await;
+        let _ = socket.write_all(&body).await;
+    }
+}
+
+/// The delivery log's records of one event, in the order stored.
+async fn attempt_records(js: &jetstream::Context, event_id: &str) -> Vec<serde_json::Value> {
+    let Ok(stream) = js.get_stream(names::ATTEMPTS_STREAM).await else { return Vec::new() };
+    let mut out = Vec::new();
+    let mut seq = 1;
+    let filter = format!("hookline.attempts.{event_id}");
+    while let Ok(m) = stream.get_first_raw_message_by_subject(&filter, seq).await {
+        seq = m.sequence + 1;
+        if let Ok(v) = serde_json::from_slice(&m.payload) {
+            out.push(v);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_attempt_log_records_each_attempt_with_status_duration_and_the_answers_first_kib() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let target = format!("http://{}/in", listener.local_addr().expect("addr"));
+    let long_answer = vec![b'x'; 3000];
+    tokio::spawn(serve_answers(listener, vec![(500, long_answer), (200, b"thanks".to_vec())]));
+    let running = Running::start(&target, &[]).await;
+    publish_event(&running.js, "evt_logged").await;
+    let js = &running.js;
+    let records = wait_for("two attempts recorded", Duration::from_secs(30), || async move {
+        let r = attempt_records(js, "evt_logged").await;
+        (r.len() >= 2).then_some(r)
+    })
+    .await;
+    assert_eq!(records.len(), 2, "{records:?}");
+    let (first, second) = (&records[0], &records[1]);
+    assert_eq!(first["destination"], "default");
+    assert_eq!(first["event_id"], "evt_logged");
+    assert_eq!(first["tenant_id"], "acme");
+    assert_eq!(first["event_subject"], "hookline.events.acme.telegram.message");
+    assert_eq!((first["attempt"].as_u64(), first["status"].as_u64()), (Some(1), Some(500)));
+    assert_eq!(first["outcome"], "retrying");
+    assert_eq!(first["body"].as_str().map(str::len), Some(1024), "the first KiB of the answer");
+    assert_eq!(first["body_truncated"], true);
+    assert!(first["duration_ms"].as_f64().is_some_and(|d| d > 0.0), "{first}");
+    let at = |v: &serde_json::Value, k: &str| v[k].as_str().and_then(hookline_shared::timefmt::parse_rfc3339).expect(k);
+    let next = at(first, "next_attempt_at") - at(first, "at");
+    assert!((0.9..3.0).contains(&next.as_seconds_f64()), "next attempt {next} after the first (schedule 1 s)");
+    assert_eq!((second["attempt"].as_u64(), second["status"].as_u64()), (Some(2), Some(200)));
+    assert_eq!((second["outcome"].as_str(), second["body"].as_str()), (Some("delivered"), Some("thanks")));
+    assert!(second.get("next_attempt_at").is_none() && second.get("body_truncated").is_none(), "{second}");
+    assert!(at(second, "at") >= at(first, "next_attempt_at") - time::Duration::milliseconds(100));
+    let text = running.metrics.encode();
+    assert!(text.contains(r#"hookline_log_records_total{log="attempts",outcome="written"} 2"#), "{text}");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn an_attempt_without_an_answer_is_logged_with_its_error_and_a_disabled_log_records_nothing() {
+    // Nothing listens there.
+    let closed = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let target = format!("http://{}/in", closed.local_addr().expect("addr"));
+    drop(closed);
+    let running = Running::start(&target, &[]).await;
+    publish_event(&running.js, "evt_refused").await;
+    let js = &running.js;
+    let first =
+        wait_for(
+            "an attempt recorded",
+            Duration::from_secs(20),
+            || async move { attempt_records(js, "evt_refused").await.into_iter().next() },
+        )
+        .await;
+    assert!(first.get("status").is_none(), "{first}");
+    assert!(first["error"].as_str().is_some_and(|e| e.starts_with("connect_error")), "{first}");
+    assert!(!first["error"].as_str().unwrap_or_default().contains("127.0.0.1"), "no URL in the error: {first}");
+    assert_eq!(first["outcome"], "retrying");
+    running.stop().await;
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let target = format!("http://{}/in", listener.local_addr().expect("addr"));
+    tokio::spawn(serve_answers(listener, Vec::new()));
+    let running = Running::start(&target, &[("HOOKLINE_FORWARDER__ATTEMPTS_LOG", "false")]).await;
+    publish_event(&running.js, "evt_unlogged").await;
+    running.consumer_settled().await;
+    assert!(attempt_records(&running.js, "evt_unlogged").await.is_empty());
+    running.stop().await;
+}

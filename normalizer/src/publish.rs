@@ -20,7 +20,8 @@ pub enum EventPublisher {
     Grouped(GroupCommit),
 }
 
-/// Publishes `events` and waits for all their acks; Err says which failed and why.
+/// Publishes `events` and waits for all their acks: Ok with each event's sequence in
+/// `HOOKLINE_EVENTS` (a duplicate's: the copy stored first); Err says which failed and why.
 pub async fn publish_events(
     publisher: &EventPublisher,
     events: &[NormalizedEvent],
@@ -29,7 +30,7 @@ pub async fn publish_events(
     traceparent: &str,
     msg_id_suffix: Option<&str>,
     timeout: Duration,
-) -> Result<(), String> {
+) -> Result<Vec<u64>, String> {
     let mut acks = Vec::with_capacity(events.len());
     let mut messages = Vec::with_capacity(events.len());
     for event in events {
@@ -60,19 +61,34 @@ pub async fn publish_events(
         }
     }
     if let EventPublisher::Grouped(commits) = publisher {
-        return match tokio::time::timeout(timeout, commits.publish_all(messages)).await {
-            Ok(Ok(_)) => Ok(()),
+        return match tokio::time::timeout(timeout, commits.publish_all_at(messages)).await {
+            Ok(Ok(stored)) => Ok(stored.into_iter().map(|(_, seq)| seq).collect()),
             Ok(Err(e)) => Err(format!("events not stored: {e}")),
             Err(_) => Err("events' commit timed out".to_string()),
         };
     }
     let all = futures_util::future::join_all(acks.into_iter().map(|ack| tokio::time::timeout(timeout, ack))).await;
+    let mut seqs = Vec::with_capacity(all.len());
     for result in all {
         match result {
-            Ok(Ok(_)) => {}
+            Ok(Ok(ack)) => seqs.push(ack.sequence),
             Ok(Err(e)) => return Err(format!("event not acked: {e}")),
             Err(_) => return Err("event ack timed out".to_string()),
         }
     }
-    Ok(())
+    Ok(seqs)
+}
+
+/// The events' lookup keys (`HOOKLINE_INDEX`), queued for the background writer once the events
+/// are stored at `seqs`: never waits, a full queue drops them (counted).
+pub fn index_events(index: &hookline_shared::background_log::BackgroundLog, events: &[NormalizedEvent], seqs: &[u64], tenant: &str) {
+    if !index.is_on() {
+        return;
+    }
+    for (event, seq) in events.iter().zip(seqs) {
+        let subject = names::event_subject(tenant, &event.platform, event.kind.as_str());
+        for message in hookline_shared::lookup_records::index_messages(event, *seq, &subject) {
+            index.record(message);
+        }
+    }
 }

@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use hookline_shared::background_log::BackgroundLog;
 use hookline_shared::config::{Config, NormalizerConfig};
 use hookline_shared::dlq::{self, DeadLetter};
 use hookline_shared::group_commit::{GroupCommit, GroupCommitConfig};
@@ -23,7 +24,7 @@ use hookline_shared::metrics::{EventLabels, Metrics, OutcomeLabels};
 use hookline_shared::names::{self, header};
 use hookline_shared::{ops_server, telemetry, Source};
 
-use crate::publish::{publish_events, EventPublisher};
+use crate::publish::{index_events, publish_events, EventPublisher};
 use crate::raw::{read_headers, InvalidHeaders};
 use crate::{normalize, RawInput};
 
@@ -38,6 +39,8 @@ pub enum WorkerError {
 struct Worker {
     js: jetstream::Context,
     events: EventPublisher,
+    /// The lookup index (`HOOKLINE_INDEX`), written in the background.
+    index: BackgroundLog,
     metrics: Arc<Metrics>,
     config: NormalizerConfig,
 }
@@ -110,7 +113,9 @@ pub async fn run(
         metrics.clone(),
         names::EVENTS_STREAM,
     );
-    let worker = Arc::new(Worker { js, events: EventPublisher::Grouped(commits), metrics, config: cfg.clone() });
+    let index =
+        if cfg.index { BackgroundLog::start(js.clone(), metrics.clone(), "index", names::INDEX_STREAM) } else { BackgroundLog::off() };
+    let worker = Arc::new(Worker { js, events: EventPublisher::Grouped(commits), index, metrics, config: cfg.clone() });
     let permits = Arc::new(Semaphore::new(cfg.max_in_flight));
     let mut tasks = JoinSet::new();
     tracing::info!(consumer = names::NORMALIZER_CONSUMER, max_in_flight = cfg.max_in_flight, "normalizer running");
@@ -211,7 +216,8 @@ impl Worker {
                 let traceparent = telemetry::traceparent(span, raw.traceparent);
                 let timeout = Duration::from_millis(self.config.publish_ack_timeout_ms);
                 match publish_events(&self.events, &events, raw.tenant, raw.channel, &traceparent, None, timeout).await {
-                    Ok(()) => {
+                    Ok(seqs) => {
+                        index_events(&self.index, &events, &seqs, raw.tenant);
                         for event in &events {
                             self.metrics
                                 .normalized_events

@@ -2,6 +2,7 @@
 //! re-driving and purging dead letters (`dlq`). Used by the CLI and the setup API.
 
 pub mod dlq;
+pub mod lookup;
 pub mod reader;
 pub mod replay;
 pub mod selection;

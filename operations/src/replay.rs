@@ -149,6 +149,7 @@ async fn replay_raw(
         Duration::from_secs(10),
     )
     .await
+    .map(|_| ())
     .map_err(OpsError::Publish)
 }
 

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod db;
 pub mod destinations;
 pub mod error;
+pub mod events;
 pub mod ids;
 pub mod metrics;
 pub mod mirror;

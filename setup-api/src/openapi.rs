@@ -59,6 +59,9 @@ use crate::routes;
         crate::tokens::list_tokens,
         crate::tokens::revoke_token,
         crate::audit::list_audit,
+        crate::events::show_event,
+        crate::events::show_raw,
+        crate::events::find_events,
     ),
     components(schemas(
         CreateChannel,
@@ -109,6 +112,7 @@ use crate::routes;
         (name = "operations", description = "Replay and dead letters, as `hookline replay` and `hookline dlq`"),
         (name = "tokens", description = "API tokens (admin tokens only): create, list, revoke"),
         (name = "audit", description = "Every change made through the API"),
+        (name = "events", description = "Lookups, as `hookline events`: an event with its deliveries, a raw webhook, a search"),
     )
 )]
 pub struct ApiDoc;

@@ -89,6 +89,9 @@ pub fn router(state: SharedState) -> Router {
         .route("/tokens", post(crate::tokens::create_token).get(crate::tokens::list_tokens))
         .route("/tokens/{id}", axum::routing::delete(crate::tokens::revoke_token))
         .route("/audit", get(crate::audit::list_audit))
+        .route("/events", get(crate::events::find_events))
+        .route("/events/{event_id}", get(crate::events::show_event))
+        .route("/raw/{seq}", get(crate::events::show_raw))
         .fallback(routes::api_not_found)
         .method_not_allowed_fallback(routes::api_method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), require_token));

@@ -376,9 +376,7 @@ async fn the_console_signs_in_renders_every_page_without_browser_errors_and_sign
     browser.wait_text("#main h1", "Events").await;
     browser.client.wait().for_element(Locator::Css("#event-search")).await.expect("the search box");
     browser.screenshot("events").await;
-    // FIXME: GET /api/v1/events comes with the delivery-log branch; until it is merged the page
-    // answers 404 and the browser logs it.
-    let _ = browser.log().await;
+    browser.assert_no_console_errors("the events page").await;
     browser.click("#nav a[data-page=dlq]").await;
     browser.wait_text("table.dead-letters", "rejected_4xx").await;
     browser.screenshot("dead-letters").await;
@@ -582,15 +580,30 @@ async fn channels_and_destinations_are_managed_from_their_pages() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_tenant_token_sees_only_its_tenant_on_every_page() {
-    let stack = Stack::start(Options::default()).await;
+    let stack = Stack::start(Options { ingest: true, ..Default::default() }).await;
     let js = streams(&stack).await;
+    let pipeline = Pipeline::start(&stack);
     let mut ids = std::collections::BTreeMap::new();
+    let mut events = std::collections::BTreeMap::new();
     for (n, tenant) in ["acme", "globex"].into_iter().enumerate() {
+        let tg_secret = secret(format!("{tenant}-telegram-secret-0123456789"));
         let channel = stack
             .api
-            .create(&json!({"tenant_id": tenant, "source": "webchat", "name": format!("{tenant} chat"), "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}))
+            .create(&json!({"tenant_id": tenant, "source": "telegram", "name": format!("{tenant} bot"), "secret": tg_secret}))
             .await;
-        ids.insert(tenant, channel["id"].as_str().expect("id").to_string());
+        let channel_id = channel["id"].as_str().expect("id").to_string();
+        // Until ingest knows the channel (a well-formed update: no dead letter of its own).
+        wait_for("ingest taking the channel", Duration::from_secs(10), || async {
+            (telegram_update(&stack, &channel_id, &tg_secret, 500 + n as u64, 900 + n as u64).await == 200).then_some(())
+        })
+        .await;
+        let event = wait_for(&format!("{tenant}'s event"), Duration::from_secs(20), || async {
+            let e = last_event(&js, tenant).await;
+            (e["message"]["text"] == format!("hello {}", 500 + n)).then_some(e)
+        })
+        .await;
+        events.insert(tenant, event);
+        ids.insert(tenant, channel_id);
         stack
             .api
             .create_destination(&json!({"id": format!("{tenant}-crm"), "tenant_id": tenant, "url": "http://127.0.0.1:9/", "signing_secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}))
@@ -624,6 +637,23 @@ async fn a_tenant_token_sees_only_its_tenant_on_every_page() {
     browser.click("#nav a[data-page=destinations]").await;
     browser.wait_text("table.destinations", "acme-crm").await;
     assert!(!browser.text("#destination-list").await.contains("globex"));
+    // Events: acme's alone, in the list and by its message id; globex's is absent.
+    let (acme_event, globex_event) = (events["acme"]["id"].as_str().expect("id"), events["globex"]["id"].as_str().expect("id"));
+    browser.click("#nav a[data-page=events]").await;
+    browser.wait_text("table.events", acme_event).await;
+    assert!(!browser.text("#event-view").await.contains(globex_event));
+    browser.fill("#event-search", events["acme"]["message"]["id"].as_str().expect("message id")).await;
+    browser.click("#event-search-form button[type=submit]").await;
+    browser.wait_text("table.events", acme_event).await;
+    let globex_message = events["globex"]["message"]["id"].as_str().expect("message id");
+    browser.fill("#event-search", globex_message).await;
+    browser.click("#event-search-form button[type=submit]").await;
+    browser.wait_text("#event-results h2", &format!("Nothing found for {globex_message}")).await;
+    browser.assert_no_console_errors("a tenant's events").await;
+    browser.goto(&format!("/console#/events/{globex_event}")).await;
+    browser.wait_text("#event-view", &format!("No event {globex_event}")).await;
+    let refused = browser.log().await;
+    assert!(refused.iter().all(|(_, m)| m.contains("404")), "only the absent event is logged: {refused:#?}");
     browser.click("#nav a[data-page=dlq]").await;
     browser.wait_text("table.dead-letters", "rejected_4xx").await;
     let letters = browser.text("#dlq-list").await;
@@ -649,5 +679,206 @@ async fn a_tenant_token_sees_only_its_tenant_on_every_page() {
     assert_eq!(shown, json!([]), "controls that change something are shown to a read-only token");
     browser.assert_no_console_errors("a read-only token's pages").await;
     browser.stop().await;
+    pipeline.stop().await;
     assert_logs_clean();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The whole pipeline in this process: ingest (the stack's), a normalizer and a forwarder.
+
+struct Pipeline {
+    shutdown: tokio_util::sync::CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Pipeline {
+    fn start(stack: &Stack) -> Pipeline {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let mut tasks = Vec::new();
+        {
+            let (config, shutdown) = (stack.config.clone(), shutdown.clone());
+            tasks.push(tokio::spawn(async move {
+                let _ = hookline_normalizer::worker::run(&config, hookline_shared::metrics::Metrics::new(), None, shutdown).await;
+            }));
+        }
+        {
+            let (config, shutdown) = (stack.config.clone(), shutdown.clone());
+            tasks.push(tokio::spawn(async move {
+                let _ = hookline_forwarder::worker::run(&config, hookline_shared::metrics::Metrics::new(), None, shutdown).await;
+            }));
+        }
+        Pipeline { shutdown, tasks }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(20), t).await;
+        }
+    }
+}
+
+/// POSTs Telegram update `n` of chat `chat` to ingest; its status.
+async fn telegram_update(stack: &Stack, channel: &str, secret: &str, n: u64, chat: u64) -> u16 {
+    let path = format!("/webhooks/{channel}");
+    let body = format!(
+        r#"{{"update_id":{n},"message":{{"message_id":{n},"date":1764633600,"chat":{{"id":{chat},"type":"private","first_name":"Ana"}},"from":{{"id":{chat},"is_bot":false,"first_name":"Ana"}},"text":"hello {n}"}}}}"#
+    );
+    let headers = hookline_ingest::sign::signature_headers(
+        hookline_shared::Source::Telegram,
+        secret,
+        body.as_bytes(),
+        &format!("{}{path}", stack.public_url),
+        0,
+    );
+    let mut req = client().post(format!("{}{path}", stack.ingest_base())).header("Content-Type", "application/json").body(body);
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    req.send().await.expect("ingest answers").status().as_u16()
+}
+
+/// The last event stored for `tenant`, as JSON (none yet: `Value::Null`).
+async fn last_event(js: &jetstream::Context, tenant: &str) -> Value {
+    let events = js.get_stream(names::EVENTS_STREAM).await.expect("events");
+    match events.get_last_raw_message_by_subject(&format!("hookline.events.{tenant}.>")).await {
+        Ok(m) => serde_json::from_slice(&m.payload).expect("event JSON"),
+        Err(_) => Value::Null,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_webhook_found_by_its_platform_message_id_shows_its_delivery_answered_200() {
+    let stack = Stack::start(Options { ingest: true, ..Default::default() }).await;
+    let js = streams(&stack).await;
+    let signing = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let target = hookline_shared::harness::target::Target::start(&[signing]).await;
+    stack.api.create_destination(&json!({"id": "crm", "tenant_id": "acme", "url": target.url, "signing_secret": signing})).await;
+    let secret = secret("console-delivery-telegram-secret-01");
+    let channel = stack.api.create(&json!({"tenant_id": "acme", "source": "telegram", "secret": secret})).await;
+    let channel_id = channel["id"].as_str().expect("id").to_string();
+    let pipeline = Pipeline::start(&stack);
+    stack.wait_webhook(&channel_id, hookline_shared::Source::Telegram, &secret, 200, Duration::from_secs(10)).await;
+    assert_eq!(telegram_update(&stack, &channel_id, &secret, 4242, 77).await, 200);
+    let event = wait_for("the update's event", Duration::from_secs(20), || async {
+        let e = last_event(&js, "acme").await;
+        (e["message"]["text"] == "hello 4242").then_some(e)
+    })
+    .await;
+    let event_id = event["id"].as_str().expect("event id").to_string();
+    let message_id = event["message"]["id"].as_str().expect("a platform message id").to_string();
+    wait_for("delivered to the target", Duration::from_secs(20), || async { target.ids().contains(&event_id).then_some(()) }).await;
+
+    let browser = Browser::start(&stack.api.base).await;
+    browser.sign_in(TOKEN).await;
+    browser.click("#nav a[data-page=events]").await;
+    browser.fill("#event-search", &message_id).await;
+    browser.click("#event-search-form button[type=submit]").await;
+    browser.wait_text("#event-results h2", &message_id).await;
+    browser.click(&format!("table.events tr[data-key={event_id}] a")).await;
+    browser.wait_text("#event-detail h2", &event_id).await;
+    browser.wait_text("table.event-destinations tr[data-key=crm]", "delivered").await;
+    browser.wait_text("table.attempts", "200").await;
+    browser.wait_text("#event-detail", "hello 4242").await;
+    browser.wait_text("#raw-webhook", "hello 4242").await;
+    browser.wait_text("#raw-webhook", "Hookline-Channel").await;
+    browser.screenshot("event").await;
+    browser.assert_no_console_errors("an event's page").await;
+    // An event id in the box opens it directly; a conversation id lists its events.
+    browser.click("#nav a[data-page=overview]").await;
+    browser.click("#nav a[data-page=events]").await;
+    browser.fill("#event-search", &event_id).await;
+    browser.click("#event-search-form button[type=submit]").await;
+    browser.wait_text("#event-detail h2", &event_id).await;
+    if let Some(conversation) = event["conversation"]["id"].as_str() {
+        browser.fill("#event-search", conversation).await;
+        browser.click("#event-search-form button[type=submit]").await;
+        browser.wait_text("#event-results", &event_id).await;
+    }
+    browser.assert_no_console_errors("the searches").await;
+    browser.stop().await;
+    pipeline.stop().await;
+}
+
+/// Screenshots of every page at 1280×800 for the docs, with a little of everything running:
+/// `cargo test -p hookline-setup-api --test console screenshots -- --ignored` writes them to
+/// docs/console/.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "writes docs/console/*.png; run by hand when the pages change"]
+async fn screenshots_of_every_page() {
+    let stack = Stack::start(Options { ingest: true, ..Default::default() }).await;
+    let js = streams(&stack).await;
+    let signing = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let crm = hookline_shared::harness::target::Target::start(&[signing]).await;
+    let billing = hookline_shared::harness::target::Target::start(&[signing]).await;
+    billing.set_status(503);
+    stack.api.create_destination(&json!({"id": "crm", "name": "CRM inbox", "tenant_id": "acme", "url": crm.url, "signing_secret": signing, "ordering": "conversation"})).await;
+    stack.api.create_destination(&json!({"id": "billing", "name": "Billing", "tenant_id": "acme", "url": billing.url, "signing_secret": signing, "filter": {"kind": ["message"]}, "retry_schedule_s": [1, 1, 1]})).await;
+    stack.api.create_destination(&json!({"id": "analytics", "tenant_id": "globex", "url": "https://analytics.example.com/hookline", "signing_secret": signing, "paused": true})).await;
+    let tg_secret = secret("screens-telegram-secret-0123456789");
+    let tg = stack.api.create(&json!({"tenant_id": "acme", "source": "telegram", "name": "Support bot", "secret": tg_secret})).await;
+    let tg_id = tg["id"].as_str().expect("id").to_string();
+    stack.api.create(&json!({"tenant_id": "acme", "source": "webchat", "name": "Web chat", "secret": signing})).await;
+    stack.api.create(&json!({"tenant_id": "globex", "source": "whatsapp", "name": "Sales line", "secret": "meta-app-secret-screens-01", "verify_token": "verify-screens-01"})).await;
+    for (i, (tenant, reason)) in
+        [("acme", "rejected_4xx"), ("acme", "rejected_4xx"), ("globex", "attempts_exhausted"), ("acme", "age_exhausted")]
+            .into_iter()
+            .enumerate()
+    {
+        seed_dead_letter(&js, tenant, &format!("evt_screens_{i}"), reason, 100 + i as u64).await;
+    }
+    let pipeline = Pipeline::start(&stack);
+    stack.wait_webhook(&tg_id, hookline_shared::Source::Telegram, &tg_secret, 200, Duration::from_secs(10)).await;
+    let mut browser = Browser::start(&stack.api.base).await;
+    browser.shots = Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/console"));
+    browser.goto("/console").await;
+    browser.client.wait().for_element(Locator::Css("#login:not([hidden])")).await.expect("the login page");
+    browser.screenshot("login").await;
+    browser.sign_in(TOKEN).await;
+    // A minute of traffic, varying, so the graphs have something to draw.
+    for n in 0..150u64 {
+        let burst = 1 + (n / 10) % 4;
+        for k in 0..burst {
+            telegram_update(&stack, &tg_id, &tg_secret, 10_000 + n * 10 + k, 100 + (n + k) % 7).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    browser.screenshot("overview").await;
+    browser.click("#nav a[data-page=channels]").await;
+    browser.wait_text("table.channels", "ago").await;
+    browser.screenshot("channels").await;
+    browser.click("#nav a[data-page=destinations]").await;
+    browser.click("table.destinations tr[data-key=crm] button.test").await;
+    browser.wait_text("#test-result", "answered 200").await;
+    browser.screenshot("destinations").await;
+    browser.click("#nav a[data-page=events]").await;
+    browser.wait_text("#event-results", "Events of the last hour").await;
+    browser.click("#events-more").await;
+    browser.wait_text("#event-results", "continued").await;
+    browser.screenshot("events").await;
+    let event = last_event(&js, "acme").await;
+    browser.goto(&format!("/console#/events/{}", event["id"].as_str().expect("id"))).await;
+    browser.wait_text("#event-detail", "Attempts").await;
+    browser.screenshot("event").await;
+    browser.click("#nav a[data-page=dlq]").await;
+    browser.wait_text("table.dead-letters", "rejected_4xx").await;
+    browser.click("table.dead-letters td.num a").await;
+    browser.wait_text("#dlq-detail", "Body").await;
+    browser.screenshot("dead-letters").await;
+    browser.click("#nav a[data-page=replay]").await;
+    browser.fill("#replay-form input[name=from]", "1h").await;
+    browser.fill("#replay-form input[name=rate_per_s]", "100").await;
+    browser.click("#replay-count").await;
+    browser.click("#replay-run").await;
+    browser.screenshot("replay-confirm").await;
+    browser.click("#confirm-ok").await;
+    wait_for("the replay a third done", Duration::from_secs(20), || async {
+        let width = browser.js("return document.querySelector('#replay-progress .progress > div').style.width").await;
+        (width.as_str().unwrap_or("").trim_end_matches('%').parse::<f64>().unwrap_or(0.0) > 30.0).then_some(())
+    })
+    .await;
+    browser.screenshot("replay").await;
+    browser.wait_text("#replay-progress", "Done").await;
+    browser.stop().await;
+    pipeline.stop().await;
 }

@@ -116,15 +116,19 @@ async fn make_tenant(stack: &Stack, tenant: &str) -> Owned {
     let mut event_headers = async_nats::HeaderMap::new();
     event_headers.insert("Nats-Msg-Id", event.id.as_str());
     event_headers.insert(hookline_shared::names::header::TENANT, tenant);
-    js.publish_with_headers(
-        hookline_shared::names::event_subject(tenant, &event.platform, "other"),
-        event_headers,
-        serde_json::to_vec(&event).expect("json").into(),
-    )
-    .await
-    .expect("publish event")
-    .await
-    .expect("event acked");
+    let event_subject = hookline_shared::names::event_subject(tenant, &event.platform, "other");
+    let event_seq = js
+        .publish_with_headers(event_subject.clone(), event_headers, serde_json::to_vec(&event).expect("json").into())
+        .await
+        .expect("publish event")
+        .await
+        .expect("event acked")
+        .sequence;
+    // Its index entry, as the normalizer writes it, so that its owner finds it by id (and a
+    // foreign token's 404 means hidden, not absent).
+    for m in hookline_shared::lookup_records::index_messages(&event, event_seq, &event_subject) {
+        js.publish(m.subject, m.payload).await.expect("publish index").await.expect("index acked");
+    }
     Owned { channel, destination, dlq_seq, raw_seq, event_id: event.id }
 }
 
@@ -278,7 +282,7 @@ async fn every_route_of_the_openapi_document_hides_another_tenants_resources() {
                 assert!(!answer.text.contains(leak), "{method} {path} shows {leak}: {}", answer.text);
             }
             for count in ["selected", "events", "redriven", "purged"] {
-                if let Some(n) = answer.json().get(count) {
+                if let Some(n) = answer.json().get(count).filter(|n| n.is_number()) {
                     assert_eq!(n, 0, "{method} {path}: {}", answer.text);
                 }
             }
@@ -439,7 +443,7 @@ async fn a_name_that_resolves_to_loopback_at_connect_time_is_not_delivered_to() 
     let deliverer =
         hookline_forwarder::deliver::Deliverer::for_destination_resolving(&destination, Duration::from_secs(2), 1, resolver.clone())
             .expect("deliverer");
-    let (outcome, _) = deliverer.deliver("evt_1", bytes::Bytes::from_static(b"{}"), "").await;
+    let (outcome, _, _) = deliverer.deliver("evt_1", bytes::Bytes::from_static(b"{}"), "").await;
     match outcome {
         hookline_forwarder::outcome::DeliveryOutcome::Retryable { reason, status: None, .. } => assert_eq!(reason, "egress_refused"),
         other => panic!("delivered or refused otherwise: {other:?}"),
@@ -449,14 +453,14 @@ async fn a_name_that_resolves_to_loopback_at_connect_time_is_not_delivered_to() 
     let mut literal = hookline_shared::destination::Destination::default_from_config(&format!("{}/in", receiver.base), None);
     literal.restrict_egress = true;
     let deliverer = hookline_forwarder::deliver::Deliverer::for_destination(&literal, Duration::from_secs(2), 1).expect("deliverer");
-    let (outcome, _) = deliverer.deliver("evt_2", bytes::Bytes::from_static(b"{}"), "").await;
+    let (outcome, _, _) = deliverer.deliver("evt_2", bytes::Bytes::from_static(b"{}"), "").await;
     assert!(matches!(outcome, hookline_forwarder::outcome::DeliveryOutcome::Retryable { reason: "egress_refused", .. }), "{outcome:?}");
     assert!(receiver.calls().is_empty(), "the receiver was reached");
     // Without the restriction (an admin's destination) the same receiver is delivered to.
     let mut open = hookline_shared::destination::Destination::default_from_config(&format!("{}/in", receiver.base), None);
     open.restrict_egress = false;
     let deliverer = hookline_forwarder::deliver::Deliverer::for_destination(&open, Duration::from_secs(2), 1).expect("deliverer");
-    let (outcome, _) = deliverer.deliver("evt_4", bytes::Bytes::from_static(b"{}"), "").await;
+    let (outcome, _, _) = deliverer.deliver("evt_4", bytes::Bytes::from_static(b"{}"), "").await;
     assert!(matches!(outcome, hookline_forwarder::outcome::DeliveryOutcome::Delivered(_)), "{outcome:?}");
     assert_eq!(receiver.calls().len(), 1);
 }

@@ -102,6 +102,8 @@ pub struct NormalizerConfig {
     pub ack_wait_s: u64,
     pub retry_delay_ms: u64,
     pub publish_ack_timeout_ms: u64,
+    /// Write each event's lookup keys to `HOOKLINE_INDEX` (in the background).
+    pub index: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -119,6 +121,8 @@ pub struct ForwarderConfig {
     pub ack_wait_s: u64,
     pub batch_size: usize,
     pub breaker: BreakerConfig,
+    /// Record every delivery attempt in `HOOKLINE_ATTEMPTS` (the delivery log).
+    pub attempts_log: bool,
 }
 
 /// The circuit breaker of every destination.
@@ -222,6 +226,8 @@ pub struct StreamsConfig {
     pub raw: StreamLimits,
     pub events: StreamLimits,
     pub dlq: StreamLimits,
+    /// The delivery log, `HOOKLINE_ATTEMPTS`.
+    pub attempts: StreamLimits,
     pub channels: KvLimits,
 }
 
@@ -344,7 +350,9 @@ impl Config {
         if self.ingest.max_body_bytes > 64 * 1024 * 1024 {
             return Err(ConfigError::new("ingest.max_body_bytes", "must be at most 67108864 (64 MiB)"));
         }
-        for (name, limits) in [("raw", &self.streams.raw), ("events", &self.streams.events), ("dlq", &self.streams.dlq)] {
+        for (name, limits) in
+            [("raw", &self.streams.raw), ("events", &self.streams.events), ("dlq", &self.streams.dlq), ("attempts", &self.streams.attempts)]
+        {
             if !(1..=5).contains(&limits.replicas) {
                 return Err(ConfigError::new(format!("streams.{name}.replicas"), "must be 1 to 5"));
             }

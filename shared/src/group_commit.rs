@@ -86,7 +86,7 @@ pub struct Message {
 /// `max_batch`, in batches committed one after the other).
 struct Pending {
     messages: Vec<Message>,
-    answer: oneshot::Sender<Result<Vec<Stored>, CommitError>>,
+    answer: oneshot::Sender<Result<Vec<(Stored, u64)>, CommitError>>,
 }
 
 /// A handle that publishes through one group committer; cheap to clone.
@@ -120,6 +120,12 @@ impl GroupCommit {
     /// Publishes `messages` in their order, kept together, and waits until all are acknowledged;
     /// an error when any of them is not stored.
     pub async fn publish_all(&self, messages: Vec<Message>) -> Result<Vec<Stored>, CommitError> {
+        Ok(self.publish_all_at(messages).await?.into_iter().map(|(stored, _)| stored).collect())
+    }
+
+    /// As [`GroupCommit::publish_all`], with where each message lies: its stream sequence (for a
+    /// duplicate, the sequence of the message stored first).
+    pub async fn publish_all_at(&self, messages: Vec<Message>) -> Result<Vec<(Stored, u64)>, CommitError> {
         if messages.is_empty() {
             return Ok(Vec::new());
         }
@@ -216,11 +222,15 @@ async fn commit(
     let labels = |outcome: &'static str| GroupCommitLabels { stream, outcome };
     let started = Instant::now();
     match commit_atomic(js, &all, timeout).await {
-        Ok(()) => {
+        Ok(last_seq) => {
             metrics.group_commits.get_or_create(&labels("committed")).inc();
             metrics.group_commit_duration.observe(started.elapsed().as_secs_f64());
+            // An atomic batch is stored contiguously, in its order, ending at `last_seq`.
+            let mut seq = (last_seq + 1).saturating_sub(all.len() as u64);
             for p in batch {
-                let _ = p.answer.send(Ok(vec![Stored::New; p.messages.len()]));
+                let n = p.messages.len() as u64;
+                let _ = p.answer.send(Ok((seq..seq + n).map(|s| (Stored::New, s)).collect()));
+                seq += n;
             }
         }
         Err(BatchFailure::Refused { code, description }) => {
@@ -252,16 +262,17 @@ async fn commit_messages(
     timeout: Duration,
     metrics: &Metrics,
     stream: &'static str,
-) -> Result<Vec<Stored>, CommitError> {
+) -> Result<Vec<(Stored, u64)>, CommitError> {
     metrics.group_commit_batch_messages.get_or_create(&StreamLabels { stream }).observe(messages.len() as f64);
     if messages.len() == 1 {
         return publish_in_order(js, messages, timeout).await;
     }
     let labels = |outcome: &'static str| GroupCommitLabels { stream, outcome };
     match commit_atomic(js, messages, timeout).await {
-        Ok(()) => {
+        Ok(last_seq) => {
             metrics.group_commits.get_or_create(&labels("committed")).inc();
-            Ok(vec![Stored::New; messages.len()])
+            let first = (last_seq + 1).saturating_sub(messages.len() as u64);
+            Ok((first..=last_seq).map(|s| (Stored::New, s)).collect())
         }
         Err(BatchFailure::Refused { code, .. }) => {
             let outcome = if code == Some(ERR_BATCH_DUPLICATE) { "split_duplicate" } else { "split_refused" };
@@ -276,7 +287,7 @@ async fn commit_messages(
 }
 
 /// Each message alone, in order, each acknowledged before the next is sent.
-async fn publish_in_order(js: &jetstream::Context, messages: &[Message], timeout: Duration) -> Result<Vec<Stored>, CommitError> {
+async fn publish_in_order(js: &jetstream::Context, messages: &[Message], timeout: Duration) -> Result<Vec<(Stored, u64)>, CommitError> {
     let mut stored = Vec::with_capacity(messages.len());
     for m in messages {
         stored.push(publish_one(js, m.subject.clone(), m.headers.clone(), m.payload.clone(), timeout).await?);
@@ -291,7 +302,8 @@ enum BatchFailure {
     Other(CommitError),
 }
 
-async fn commit_atomic(js: &jetstream::Context, batch: &[Message], timeout: Duration) -> Result<(), BatchFailure> {
+/// Commits `batch` as one atomic batch; Ok with the stream sequence of its last message.
+async fn commit_atomic(js: &jetstream::Context, batch: &[Message], timeout: Duration) -> Result<u64, BatchFailure> {
     let client = js.client();
     let id = crate::servers::random_hex(12);
     let last = batch.len();
@@ -326,13 +338,17 @@ async fn commit_atomic(js: &jetstream::Context, batch: &[Message], timeout: Dura
         .map_err(|e| BatchFailure::Other(CommitError::Refused(format!("unreadable batch acknowledgement: {e}"))))?;
     match answer.error {
         Some(err) => Err(BatchFailure::Refused { code: err.err_code, description: err.description.unwrap_or_default() }),
-        None if answer.count == Some(last as u64) => Ok(()),
+        None if answer.count == Some(last as u64) => match answer.seq {
+            Some(seq) => Ok(seq),
+            None => Err(BatchFailure::Other(CommitError::Refused("batch acknowledged without a sequence".into()))),
+        },
         None => Err(BatchFailure::Other(CommitError::Refused(format!("batch acknowledged with count {:?}, sent {last}", answer.count)))),
     }
 }
 
 #[derive(serde::Deserialize)]
 struct BatchAck {
+    seq: Option<u64>,
     count: Option<u64>,
     error: Option<BatchAckError>,
 }
@@ -349,13 +365,13 @@ async fn publish_one(
     headers: HeaderMap,
     payload: Bytes,
     timeout: Duration,
-) -> Result<Stored, CommitError> {
+) -> Result<(Stored, u64), CommitError> {
     let work = async {
         let ack = js.publish_with_headers(subject, headers, payload).await.map_err(|e| CommitError::Refused(e.to_string()))?;
         ack.await.map_err(|e| CommitError::Refused(e.to_string()))
     };
     let ack = tokio::time::timeout(timeout, work).await.map_err(|_| CommitError::Timeout(timeout))??;
-    Ok(if ack.duplicate { Stored::Duplicate } else { Stored::New })
+    Ok((if ack.duplicate { Stored::Duplicate } else { Stored::New }, ack.sequence))
 }
 
 #[cfg(all(test, feature = "harness"))]
@@ -423,13 +439,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn each_caller_learns_where_its_messages_lie() {
+        let nats = TestNats::start();
+        let js = stream(&nats).await;
+        let metrics = Metrics::new();
+        let commits = GroupCommit::start(
+            js.clone(),
+            GroupCommitConfig { max_batch: 64, max_in_flight: 2, ..Default::default() },
+            metrics.clone(),
+            "T",
+        );
+        let answers = futures_util::future::join_all((0..200).map(|i| {
+            let c = commits.clone();
+            async move {
+                let messages = vec![message("t.s", &format!("s{i}a")), message("t.s", &format!("s{i}b"))];
+                (i, c.publish_all_at(messages).await)
+            }
+        }))
+        .await;
+        let s = js.get_stream("T").await.unwrap_or_else(|e| panic!("{e}"));
+        for (i, answer) in answers {
+            let at = answer.unwrap_or_else(|e| panic!("{e}"));
+            for ((_, seq), suffix) in at.iter().zip(["a", "b"]) {
+                let m = s.get_raw_message(*seq).await.unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(String::from_utf8_lossy(&m.payload), format!("s{i}{suffix}"), "seq {seq}");
+            }
+        }
+        assert!(counter(&metrics, "committed") > 0, "no atomic batch formed");
+    }
+
+    #[tokio::test]
     async fn a_batch_refused_for_a_duplicate_answers_each_message_on_its_own() {
         let nats = TestNats::start();
         let js = stream(&nats).await;
         let metrics = Metrics::new();
         assert_eq!(
             publish_one(&js, "t.a".into(), message("t.a", "dup").headers, "dup".into(), Duration::from_secs(5)).await,
-            Ok(Stored::New)
+            Ok((Stored::New, 1))
         );
         let mut answers = Vec::new();
         let mut batch = Vec::new();
@@ -443,7 +489,11 @@ mod tests {
         for a in answers {
             results.push(a.await.unwrap_or_else(|e| panic!("{e}")));
         }
-        assert_eq!(results, vec![Ok(vec![Stored::New]), Ok(vec![Stored::Duplicate]), Ok(vec![Stored::New])]);
+        assert_eq!(
+            results,
+            vec![Ok(vec![(Stored::New, 2)]), Ok(vec![(Stored::Duplicate, 1)]), Ok(vec![(Stored::New, 3)])],
+            "each answered with its own sequence, a duplicate with the first one's"
+        );
         assert_eq!(counter(&metrics, "split_duplicate"), 1);
         assert_eq!(stored_payloads(&js).await, vec!["dup", "a1", "a2"]);
     }
@@ -460,8 +510,10 @@ mod tests {
             "T",
         );
         let messages: Vec<Message> = (0..30).map(|i| message("t.o", &format!("o{i:02}"))).collect();
-        let stored = commits.publish_all(messages).await.unwrap_or_else(|e| panic!("{e}"));
+        let stored = commits.publish_all_at(messages).await.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(stored.len(), 30);
+        let seqs: Vec<u64> = stored.iter().map(|(_, seq)| *seq).collect();
+        assert_eq!(seqs, (1..=30).collect::<Vec<u64>>(), "each message answered with where it lies");
         let expected: Vec<String> = (0..30).map(|i| format!("o{i:02}")).collect();
         assert_eq!(stored_payloads(&js).await, expected);
         assert_eq!(counter(&metrics, "committed"), 4, "30 messages in batches of at most 8");

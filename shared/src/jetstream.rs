@@ -112,12 +112,28 @@ fn setup_retry() -> ExponentialBuilder {
     ExponentialBuilder::default().with_min_delay(Duration::from_millis(200)).with_max_delay(Duration::from_secs(3)).with_max_times(15)
 }
 
-/// Creates the three streams, or brings their limits in line with the configuration.
+/// `HOOKLINE_INDEX` keeps its keys as long as the events they point to (`streams.events`'
+/// age and replicas) and drops the oldest first: an index never refuses a write.
+fn index_limits(events: &StreamLimits) -> StreamLimits {
+    StreamLimits {
+        max_age_s: events.max_age_s,
+        max_bytes: -1,
+        replicas: events.replicas,
+        duplicate_window_s: 120.min(events.max_age_s.max(1)),
+        discard: DiscardPolicy::Old,
+    }
+}
+
+/// Creates the streams (raw, events, DLQ, the delivery log and the lookup index), or brings
+/// their limits in line with the configuration.
 pub async fn ensure_streams(js: &jetstream::Context, config: &StreamsConfig) -> Result<(), NatsSetupError> {
+    let index = index_limits(&config.events);
     for (name, subjects, limits) in [
         (names::RAW_STREAM, &[names::RAW_SUBJECTS][..], &config.raw),
         (names::EVENTS_STREAM, &[names::EVENTS_SUBJECTS, names::ORDER_SUBJECTS][..], &config.events),
         (names::DLQ_STREAM, &[names::DLQ_SUBJECTS][..], &config.dlq),
+        (names::ATTEMPTS_STREAM, &[names::ATTEMPTS_SUBJECTS][..], &config.attempts),
+        (names::INDEX_STREAM, &[names::INDEX_SUBJECTS][..], &index),
     ] {
         (|| js.create_or_update_stream(stream_config(name, subjects, limits)))
             .retry(setup_retry())

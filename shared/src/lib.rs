@@ -1,6 +1,7 @@
 //! hookline's shared parts: names of streams and headers, sources, secrets and their
 //! encryption, configuration, channels, metrics, telemetry, NATS set-up and the test harness.
 
+pub mod background_log;
 pub mod channel;
 pub mod config;
 pub mod crypto;
@@ -12,6 +13,7 @@ pub mod event;
 pub mod filter;
 pub mod group_commit;
 pub mod jetstream;
+pub mod lookup_records;
 pub mod metrics;
 pub mod names;
 pub mod ops_server;

@@ -71,6 +71,16 @@ pub struct Metrics {
     pub destination_state: Family<DestinationLabels, Gauge>,
     pub destination_ordered_held: Family<DestinationLabels, Gauge>,
     pub destination_ordered_owner: Family<DestinationLabels, Gauge>,
+    pub log_records: Family<LogRecordLabels, Counter>,
+}
+
+/// A background log (`attempts`, `index`) and what became of its records.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LogRecordLabels {
+    pub log: &'static str,
+    /// `written`; `dropped_full` (the queue was full: dropped rather than slow the caller);
+    /// `failed` (JetStream did not store the batch).
+    pub outcome: &'static str,
 }
 
 /// A destination's id: bounded by the destinations configured, never an event id.
@@ -228,6 +238,13 @@ impl Metrics {
             "1 while this process owns (delivers) an ordered destination, else 0",
             destination_ordered_owner.clone(),
         );
+        let log_records = Family::<LogRecordLabels, Counter>::default();
+        registry.register(
+            "log_records",
+            "Records of the background logs (attempts: the delivery log; index: event lookups), by outcome (written; \
+             dropped_full: the queue was full, dropped rather than delay a delivery or an event; failed: not stored)",
+            log_records.clone(),
+        );
         Arc::new(Metrics {
             registry,
             ingest_requests,
@@ -252,6 +269,7 @@ impl Metrics {
             destination_state,
             destination_ordered_held,
             destination_ordered_owner,
+            log_records,
         })
     }
 

@@ -18,6 +18,13 @@ pub const ORDER_SUBJECTS: &str = "hookline.order.>";
 pub const ORDER_WATERMARK_SUBJECT: &str = "hookline.order.watermark";
 pub const DLQ_SUBJECTS: &str = "hookline.dlq.>";
 
+/// The delivery log: one record per delivery attempt.
+pub const ATTEMPTS_STREAM: &str = "HOOKLINE_ATTEMPTS";
+pub const ATTEMPTS_SUBJECTS: &str = "hookline.attempts.>";
+/// Lookup keys of events (event id, platform message id, conversation) → where the event lies.
+pub const INDEX_STREAM: &str = "HOOKLINE_INDEX";
+pub const INDEX_SUBJECTS: &str = "hookline.index.>";
+
 /// The JetStream KV bucket that mirrors channel configurations for ingest.
 pub const CHANNELS_BUCKET: &str = "hookline_channels";
 
@@ -41,6 +48,56 @@ pub fn event_subject(tenant_id: &str, platform: &str, kind: &str) -> String {
 /// `hookline.dlq.<stage>.<source or tenant>`
 pub fn dlq_subject(stage: &str, who: &str) -> String {
     format!("hookline.dlq.{stage}.{who}")
+}
+
+/// `hookline.attempts.<event token>`: a lookup by event id reads that one literal subject (the
+/// destination is in the record). Literal on purpose: nats-server finds a literal subject's
+/// first block from its subject index, but scans every block for a wildcard once a stream holds
+/// more than 64k subjects.
+pub fn attempt_subject(event_id: &str) -> String {
+    format!("hookline.attempts.{}", key_token(event_id))
+}
+
+/// `hookline.index.id.<event token>`: where the event lies in `HOOKLINE_EVENTS`.
+pub fn index_event_subject(event_id: &str) -> String {
+    format!("hookline.index.id.{}", key_token(event_id))
+}
+
+/// `hookline.index.msg.<hash of the platform message id>` (literal, as `attempt_subject`; the
+/// tenant is in the entry).
+pub fn index_message_subject(message_id: &str) -> String {
+    format!("hookline.index.msg.{}", hashed_token(message_id))
+}
+
+/// `hookline.index.conv.<hash of the conversation id>`
+pub fn index_conversation_subject(conversation_id: &str) -> String {
+    format!("hookline.index.conv.{}", hashed_token(conversation_id))
+}
+
+/// An event id as one subject token: itself when it can be one (`evt_` + hex always can), else
+/// its hash.
+pub fn key_token(id: &str) -> String {
+    if is_valid_id(id) {
+        id.to_string()
+    } else {
+        hashed_token(id)
+    }
+}
+
+/// `h` + 32 hex of SHA-256: any string as one subject token.
+pub fn hashed_token(value: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(value.as_bytes());
+    format!("h{}", hex::encode(&digest[..16]))
+}
+
+/// A tenant id as a subject token (an empty or odd one becomes `_`, never a wildcard).
+pub fn tenant_token(tenant: &str) -> &str {
+    if is_valid_id(tenant) {
+        tenant
+    } else {
+        "_"
+    }
 }
 
 /// The durable pull consumer every normalizer process shares.

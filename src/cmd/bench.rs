@@ -97,7 +97,14 @@ pub async fn baseline(load: BenchLoad) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn e2e(load: BenchLoad, normalizers: usize, forwarders: usize, fault: Option<Fault>, destinations: usize) -> anyhow::Result<()> {
+pub async fn e2e(
+    load: BenchLoad,
+    normalizers: usize,
+    forwarders: usize,
+    fault: Option<Fault>,
+    destinations: usize,
+    attempts_log: bool,
+) -> anyhow::Result<()> {
     let opts = load.options()?;
     if normalizers == 0 || forwarders == 0 || normalizers > 16 || forwarders > 16 {
         anyhow::bail!("--normalizers and --forwarders must be 1 to 16");
@@ -105,7 +112,7 @@ pub async fn e2e(load: BenchLoad, normalizers: usize, forwarders: usize, fault: 
     if destinations == 0 || destinations > 16 {
         anyhow::bail!("--destinations must be 1 to 16");
     }
-    let report = runs::e2e(&opts, normalizers, forwarders, fault, destinations).await.map_err(anyhow::Error::msg)?;
+    let report = runs::e2e(&opts, normalizers, forwarders, fault, destinations, attempts_log).await.map_err(anyhow::Error::msg)?;
     if load.json {
         let mut value = serde_json::to_value(&report)?;
         if let Some(o) = value.as_object_mut() {
@@ -214,6 +221,42 @@ pub async fn ordered(
             report.ordered.missing,
             report.ordered.out_of_order
         );
+    }
+    Ok(())
+}
+
+/// `bench lookup`: lookups by event id and by message id among `events` stored events.
+pub async fn lookup(
+    events: u64,
+    samples: usize,
+    max_fill_s: u64,
+    fsync: hookline_shared::servers::Fsync,
+    json: bool,
+) -> anyhow::Result<()> {
+    if !(1_000..=10_000_000).contains(&events) {
+        anyhow::bail!("--events must be 1000 to 10000000");
+    }
+    if !(1..=100_000).contains(&samples) {
+        anyhow::bail!("--samples must be 1 to 100000");
+    }
+    let opts = hookline_bench::lookup::LookupOptions { events, samples, max_fill: Duration::from_secs(max_fill_s), fsync };
+    let r = hookline_bench::lookup::run(&opts).await.map_err(anyhow::Error::msg)?;
+    if json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!(
+            "lookup: {} events stored ({} asked) with {} index entries and {} attempt records, filled in {:.0} s ({:.0} events/s)",
+            r.events_stored, r.events_asked, r.index_entries, r.attempt_records, r.fill_s, r.fill_events_per_s
+        );
+        for (what, t) in [("by event id (events show)", &r.by_event_id), ("by message id (events find)", &r.by_message_id)] {
+            println!(
+                "  {what}: {} lookups, {} found, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                t.samples, t.found, t.p50_ms, t.p99_ms, t.max_ms
+            );
+        }
+    }
+    if r.by_event_id.found < r.by_event_id.samples || r.by_message_id.found < r.by_message_id.samples {
+        anyhow::bail!("some stored events were not found");
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod bench;
 pub mod dlq;
+pub mod events;
 pub mod forwarder;
 pub mod ingest;
 pub mod normalize;

@@ -23,6 +23,7 @@ use hookline_shared::jetstream::{self as js_setup, BucketSpec};
 use hookline_shared::metrics::Metrics;
 use hookline_shared::ops_server;
 
+use crate::attempts::AttemptLog;
 use crate::worker::ForwarderError;
 
 /// The buckets the forwarder keeps: destinations, their shared state, the live processes.
@@ -129,7 +130,8 @@ pub async fn run(
     let instance = format!("{}-{}", std::process::id(), hookline_shared::servers::random_hex(6));
     let heartbeat = tokio::spawn(processes.clone().run(buckets.processes.clone(), instance.clone(), shutdown.clone()));
 
-    let registry = registry::Registry::new(js, config.clone(), metrics, keyring, buckets, processes, instance);
+    let attempts = if cfg.attempts_log { AttemptLog::start(js.clone(), metrics.clone()) } else { AttemptLog::off() };
+    let registry = registry::Registry::new(js, config.clone(), metrics, keyring, buckets, processes, instance, attempts);
     registry.run(shutdown).await;
     let _ = heartbeat.await;
     let _ = client.flush().await;

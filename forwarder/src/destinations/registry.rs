@@ -21,6 +21,7 @@ use hookline_shared::names;
 use super::breaker::Breaker;
 use super::rate::{Processes, RateLimiter};
 use super::Buckets;
+use crate::attempts::AttemptLog;
 use crate::worker::{consumer_name, ensure_consumer, DestinationWorker, ForwarderError};
 
 /// Writes each declared destination to the bucket unless it is there already (an API change wins).
@@ -55,11 +56,13 @@ pub struct Registry {
     buckets: Buckets,
     processes: Processes,
     instance: String,
+    attempts: AttemptLog,
     running: HashMap<String, Running>,
     stopping: Vec<JoinHandle<()>>,
 }
 
 impl Registry {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         js: jetstream::Context,
         config: Config,
@@ -68,8 +71,9 @@ impl Registry {
         buckets: Buckets,
         processes: Processes,
         instance: String,
+        attempts: AttemptLog,
     ) -> Self {
-        Registry { js, config, metrics, keyring, buckets, processes, instance, running: HashMap::new(), stopping: Vec::new() }
+        Registry { js, config, metrics, keyring, buckets, processes, instance, attempts, running: HashMap::new(), stopping: Vec::new() }
     }
 
     /// Runs every destination until `shutdown`, then waits for their workers to finish.
@@ -178,6 +182,7 @@ impl Registry {
             processes: self.processes.clone(),
             leases: self.buckets.leases.clone(),
             instance: self.instance.clone(),
+            attempts: self.attempts.clone(),
         };
         let task = tokio::spawn(context.run(destination, stop.clone()));
         self.running.insert(id, Running { revision, stop, task });
@@ -193,6 +198,7 @@ struct Starting {
     processes: Processes,
     leases: kv::Store,
     instance: String,
+    attempts: AttemptLog,
 }
 
 impl Starting {
@@ -240,7 +246,10 @@ impl Starting {
             breaker,
             cfg.batch_size,
         ) {
-            Ok(w) => Arc::new(w),
+            Ok(mut w) => {
+                w.attempts = self.attempts.clone();
+                Arc::new(w)
+            }
             Err(e) => {
                 tracing::error!(destination = %id, error = %e, "the destination cannot be served");
                 return;
