@@ -282,3 +282,53 @@ async fn sigterm_stops_a_normalizer_cleanly_and_a_restart_loses_nothing() {
     let _ = second.kill();
     let _ = second.wait();
 }
+
+/// The watermarks of `HOOKLINE_EVENTS`, oldest first: (stream sequence, raw ack floor).
+async fn watermarks(js: &jetstream::Context) -> Vec<(u64, u64)> {
+    let stream = js.get_stream(names::EVENTS_STREAM).await.expect("stream");
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig { filter_subject: names::ORDER_WATERMARK_SUBJECT.to_string(), ..Default::default() })
+        .await
+        .expect("ordered consumer");
+    let mut messages = consumer.messages().await.expect("messages");
+    let mut out = Vec::new();
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_millis(500), messages.next()).await {
+        let floor =
+            serde_json::from_slice::<serde_json::Value>(&m.payload).ok().and_then(|v| v["raw_ack_floor"].as_u64()).expect("a floor");
+        out.push((m.info().expect("info").stream_sequence, floor));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watermarks_follow_the_events_they_cover_and_are_written_again_while_idle() {
+    let nats = TestNats::start();
+    let (config, js) = setup(&nats).await;
+    let first = publish_raw(&js, Source::Telegram, telegram_update(1)).await;
+    let second = publish_raw(&js, Source::Telegram, telegram_update(2)).await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let worker = {
+        let (config, shutdown) = (config.clone(), shutdown.clone());
+        tokio::spawn(async move { hookline_normalizer::worker::run(&config, Metrics::new(), None, shutdown).await })
+    };
+    let js_ref = &js;
+    // Idle after two webhooks: a watermark covering both, then the same one again within 5 s.
+    let marks = wait_for("two watermarks covering both webhooks", Duration::from_secs(15), || async move {
+        let marks = watermarks(js_ref).await;
+        (marks.iter().filter(|(_, floor)| *floor >= second).count() >= 2).then_some(marks)
+    })
+    .await;
+    assert!(first < second);
+    // Each watermark is stored after the events of every raw message it covers.
+    let events = all_events(&js, 2).await;
+    let stream = js.get_stream(names::EVENTS_STREAM).await.expect("stream");
+    for (mark_seq, floor) in &marks {
+        for event in events.iter().filter(|e| e.raw.as_ref().is_some_and(|r| r.seq <= *floor)) {
+            let stored = stream.get_last_raw_message_by_subject(&names::event_subject(TENANT, &event.platform, event.kind.as_str())).await;
+            let event_seq = stored.expect("event stored").sequence;
+            assert!(event_seq < *mark_seq, "watermark {floor} at {mark_seq} stored before an event it covers ({event_seq})");
+        }
+    }
+    shutdown.cancel();
+    let _ = worker.await;
+}

@@ -5,7 +5,8 @@
 //! (every raw message up to it is acked, so its events are stored) and, when it moved, stores
 //! `{"raw_ack_floor": N}` on `hookline.order.watermark` in `HOOKLINE_EVENTS`. Whoever reads
 //! that stream in order and meets the watermark has met every event of raw sequence up to N.
-//! Idle, nothing is written.
+//! Idle, it is written again every [`IDLE_EVERY`], so that a forwarder taking an ordered
+//! destination over (which has seen no watermark yet) need not wait for the next webhook.
 
 use async_nats::jetstream::{self, consumer::PullConsumer};
 use std::time::Duration;
@@ -15,6 +16,8 @@ use hookline_shared::names;
 
 /// How often the floor is read (and, when it moved, written).
 pub const EVERY: Duration = Duration::from_millis(25);
+/// How often it is written when it did not move.
+pub const IDLE_EVERY: Duration = Duration::from_secs(5);
 
 /// The payload of a watermark.
 pub fn payload(raw_ack_floor: u64) -> Vec<u8> {
@@ -24,6 +27,7 @@ pub fn payload(raw_ack_floor: u64) -> Vec<u8> {
 /// Writes watermarks until `shutdown`.
 pub async fn run(js: jetstream::Context, consumer: PullConsumer, shutdown: CancellationToken) {
     let mut last = 0;
+    let mut written_at = std::time::Instant::now();
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -38,12 +42,15 @@ pub async fn run(js: jetstream::Context, consumer: PullConsumer, shutdown: Cance
                 continue;
             }
         };
-        if floor <= last {
+        if floor == 0 || (floor <= last && written_at.elapsed() < IDLE_EVERY) {
             continue;
         }
         let stored = async { js.publish(names::ORDER_WATERMARK_SUBJECT, payload(floor).into()).await?.await.map_err(Into::into) };
         match tokio::time::timeout(Duration::from_secs(2), stored).await {
-            Ok(Ok(_)) => last = floor,
+            Ok(Ok(_)) => {
+                last = floor;
+                written_at = std::time::Instant::now();
+            }
             Ok(Err::<_, Box<dyn std::error::Error + Send + Sync>>(e)) => {
                 tracing::debug!(error = %e, "watermark not stored; retrying")
             }
