@@ -506,11 +506,13 @@ impl Config {
 
 /// Variables with the `HOOKLINE_` prefix that are not configuration: the paths the scripts export
 /// for the harness and `up`, where `hookline tokens` finds the setup API and its admin token
-/// (`HOOKLINE_SETUP_API_URL`, `HOOKLINE_SETUP_API_TOKEN`), and the service links Kubernetes injects for services whose name
+/// (`HOOKLINE_SETUP_API_URL`, `HOOKLINE_SETUP_API_TOKEN`), the browsers of the console's tests
+/// (`HOOKLINE_CHROMIUM`, `HOOKLINE_CHROMEDRIVER`, exported by `scripts/install-deps` for `up` too),
+/// and the service links Kubernetes injects for services whose name
 /// starts with `hookline` (`HOOKLINE_INGEST_SERVICE_HOST`, `HOOKLINE_INGEST_PORT_8080_TCP`, ...).
 /// Every other `HOOKLINE_*` variable must name a key, so a typo stops the process.
 fn is_configuration_variable(rest: &str) -> bool {
-    const TOOLS: [&str; 4] = ["NATS_SERVER", "PG_BIN", "SETUP_API_URL", "SETUP_API_TOKEN"];
+    const TOOLS: [&str; 6] = ["NATS_SERVER", "PG_BIN", "SETUP_API_URL", "SETUP_API_TOKEN", "CHROMIUM", "CHROMEDRIVER"];
     if TOOLS.contains(&rest) {
         return false;
     }
@@ -751,6 +753,7 @@ mod tests {
                 ("HOOKLINE_NATS_SERVER", "/usr/bin/nats-server"),
                 ("HOOKLINE_PG_BIN", "/usr/lib/postgresql/15/bin"),
                 ("HOOKLINE_SETUP_API_URL", "http://127.0.0.1:8081"),
+                ("HOOKLINE_CHROMEDRIVER", "/usr/bin/chromedriver"),
                 ("HOOKLINE_SETUP_API_TOKEN", "hlk_0123"),
                 ("HOOKLINE_INGEST_SERVICE_HOST", "10.0.0.1"),
                 ("HOOKLINE_INGEST_SERVICE_PORT", "8080"),
