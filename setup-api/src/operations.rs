@@ -17,7 +17,7 @@ use crate::server::SharedState;
 
 /// Narrows `selection.tenant` to the caller's tenant; `false` when it asked for another's (the
 /// operation then selects nothing).
-pub(crate) fn narrow(scope: &Scope, selection: &mut Selection) -> bool {
+fn narrow(scope: &Scope, selection: &mut Selection) -> bool {
     match scope.narrow(selection.tenant.as_deref()).selection_tenant() {
         Some(tenant) => {
             selection.tenant = tenant;
@@ -28,7 +28,7 @@ pub(crate) fn narrow(scope: &Scope, selection: &mut Selection) -> bool {
 }
 
 /// A tenant token may name only a destination of its tenant (404 for another's, as if absent).
-pub(crate) async fn check_destination(state: &SharedState, scope: &Scope, destination: Option<&str>) -> Result<(), ApiError> {
+async fn check_destination(state: &SharedState, scope: &Scope, destination: Option<&str>) -> Result<(), ApiError> {
     let (Some(id), Some(_)) = (destination, scope.tenant_filter()) else {
         return Ok(());
     };
@@ -40,7 +40,7 @@ pub(crate) async fn check_destination(state: &SharedState, scope: &Scope, destin
 }
 
 /// The audit entry of an operation on the streams (its own transaction: nothing else is written).
-pub(crate) async fn audit_operation(
+async fn audit_operation(
     state: &SharedState,
     writer: &Writer,
     action: &str,
@@ -79,17 +79,37 @@ pub async fn replay_route(
     scope: Scope,
     body: axum::body::Bytes,
 ) -> Result<Json<replay::ReplaySummary>, ApiError> {
-    let writer = scope.writer()?;
-    let mut options: ReplayOptions = serde_json::from_slice(&body).map_err(|e| ApiError::bad_json(format!("not a replay request: {e}")))?;
-    if !narrow(&scope, &mut options.selection) {
-        return Ok(Json(replay::ReplaySummary { run_id: String::new(), dry_run: options.dry_run, ..Default::default() }));
-    }
-    check_destination(&state, &scope, options.destination.as_deref()).await?;
-    audit_operation(&state, &writer, "replay", "replay", options.selection.tenant.as_deref(), &body).await?;
+    let options = match accept_replay(&state, &scope, &body).await? {
+        Accepted::Run(options) => options,
+        Accepted::Nothing { dry_run } => return Ok(Json(replay::ReplaySummary { run_id: String::new(), dry_run, ..Default::default() })),
+    };
     let mut progress = |_: u64| {};
     let summary = replay::replay(&state.jetstream, &options, &mut progress).await.map_err(ops_error)?;
     tracing::info!(run_id = %summary.run_id, selected = summary.selected, events = summary.events, dry_run = summary.dry_run, "replay over HTTP");
     Ok(Json(summary))
+}
+
+/// A replay request as the routes accept it.
+pub(crate) enum Accepted {
+    /// Read, narrowed to the caller's tenant, its destination checked, audited: run it.
+    Run(ReplayOptions),
+    /// It names another tenant than the caller's: it selects nothing.
+    Nothing { dry_run: bool },
+}
+
+/// What `POST /api/v1/replay` and `POST /api/v1/replays` do before running: a writer's scope,
+/// the body read (400) and its selection checked (422), narrowed to the caller's tenant, the
+/// destination checked, the audit entry written.
+pub(crate) async fn accept_replay(state: &SharedState, scope: &Scope, body: &[u8]) -> Result<Accepted, ApiError> {
+    let writer = scope.writer()?;
+    let mut options: ReplayOptions = serde_json::from_slice(body).map_err(|e| ApiError::bad_json(format!("not a replay request: {e}")))?;
+    options.selection.validate().map_err(|m| ApiError::invalid("selection", m))?;
+    if !narrow(scope, &mut options.selection) {
+        return Ok(Accepted::Nothing { dry_run: options.dry_run });
+    }
+    check_destination(state, scope, options.destination.as_deref()).await?;
+    audit_operation(state, &writer, "replay", "replay", options.selection.tenant.as_deref(), body).await?;
+    Ok(Accepted::Run(options))
 }
 
 /// Filters of the dead-letter routes, as query parameters.

@@ -20,6 +20,7 @@ use hookline_operations::replay::{self, ReplayOptions, ReplaySummary};
 
 use crate::auth::Scope;
 use crate::error::{ApiError, ErrorBody};
+use crate::operations::Accepted;
 use crate::server::SharedState;
 
 /// Runs remembered (finished or not).
@@ -142,16 +143,14 @@ pub async fn start_replay(
     scope: Scope,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<RunView>), ApiError> {
-    let writer = scope.writer()?;
-    let mut options: ReplayOptions = serde_json::from_slice(&body).map_err(|e| ApiError::bad_json(format!("not a replay request: {e}")))?;
-    options.dry_run = false;
-    options.selection.validate().map_err(|m| ApiError::invalid("selection", m))?;
-    if !crate::operations::narrow(&scope, &mut options.selection) {
+    let mut options = match crate::operations::accept_replay(&state, &scope, &body).await? {
+        Accepted::Run(options) => options,
         // Another tenant's selection selects nothing, as `POST /api/v1/replay` answers.
-        return Ok((StatusCode::ACCEPTED, Json(state.replays.nothing(false, scope.tenant_filter().map(str::to_string))?)));
-    }
-    crate::operations::check_destination(&state, &scope, options.destination.as_deref()).await?;
-    crate::operations::audit_operation(&state, &writer, "replay", "replay", options.selection.tenant.as_deref(), &body).await?;
+        Accepted::Nothing { .. } => {
+            return Ok((StatusCode::ACCEPTED, Json(state.replays.nothing(false, scope.tenant_filter().map(str::to_string))?)));
+        }
+    };
+    options.dry_run = false;
     let tenant = options.selection.tenant.clone();
     let run = state.replays.start(state.jetstream.clone(), options, tenant)?;
     tracing::info!(run = %run.run_id, "background replay started over HTTP");
