@@ -85,6 +85,11 @@ pub fn print_e2e(r: &E2eReport) {
         "  peak consumer lag {peak_lag}; peak memory (MiB): {:?}",
         r.rss_mib.iter().map(|(k, v)| format!("{k} {v:.0}")).collect::<Vec<_>>()
     );
+    println!(
+        "  CPU: {:.3} ms a delivery in the pipeline; seconds by role: {:?}",
+        r.cpu_ms_per_event,
+        r.cpu_s.iter().map(|(k, v)| format!("{k} {v:.1}")).collect::<Vec<_>>()
+    );
     if r.per_destination.len() > 1 {
         for d in &r.per_destination {
             println!(

@@ -13,7 +13,7 @@ use hookline_shared::names;
 use sink_view::SinkStatsView;
 
 use crate::load::{self, LoadResult, LoadSpec};
-use crate::procs::{http_get, http_post, rss_mib, secret_for, wait_http_ok, Stack};
+use crate::procs::{cpu_seconds, http_get, http_post, rss_mib, secret_for, wait_http_ok, Stack};
 use crate::workload::{self, Template};
 
 mod sink_view {
@@ -188,6 +188,11 @@ pub struct E2eReport {
     pub lag: Vec<LagSample>,
     /// Peak resident memory per role, MiB.
     pub rss_mib: BTreeMap<String, f64>,
+    /// CPU seconds used by each role (all its processes, restarts included) and nats-server.
+    pub cpu_s: BTreeMap<String, f64>,
+    /// CPU milliseconds of the pipeline (nats-server, ingest, normalizers, forwarders; not the
+    /// sink or the load) per delivery: steadier than throughput on a shared machine.
+    pub cpu_ms_per_event: f64,
     pub notes: Vec<String>,
 }
 
@@ -212,6 +217,22 @@ async fn min_unique(ports: &[u16]) -> u64 {
     }
 }
 
+/// The event ids every sink received.
+async fn delivered_everywhere(ports: &[u16]) -> HashSet<String> {
+    let mut delivered: Option<HashSet<String>> = None;
+    for port in ports {
+        let ids: HashSet<String> = match http_get(&format!("http://127.0.0.1:{port}/_sink/ids")).await {
+            Some((200, body)) => serde_json::from_slice::<Vec<String>>(&body).unwrap_or_default().into_iter().collect(),
+            _ => HashSet::new(),
+        };
+        delivered = Some(match delivered {
+            Some(all) => all.intersection(&ids).cloned().collect(),
+            None => ids,
+        });
+    }
+    delivered.unwrap_or_default()
+}
+
 async fn sink_stats(port: u16) -> Option<SinkStatsView> {
     let (_, body) = http_get(&format!("http://127.0.0.1:{port}/_sink/stats")).await?;
     serde_json::from_slice(&body).ok()
@@ -234,6 +255,65 @@ async fn pending(js: &async_nats::jetstream::Context, stream: &str, consumer: &s
     let Ok(mut c) = s.get_consumer::<async_nats::jetstream::consumer::pull::Config>(consumer).await else { return 0 };
     let c: &mut PullConsumer = &mut c;
     c.info().await.map(|i| i.num_pending + i.num_ack_pending as u64).unwrap_or(0)
+}
+
+/// For a run that lost events: where each lost event is (stored in `HOOKLINE_EVENTS` or not, by
+/// its id) and what the consumers hold, so that a failure says which stage kept it.
+async fn explain_lost(js: &async_nats::jetstream::Context, lost: &[&String], destinations: usize) -> Vec<String> {
+    let mut notes = Vec::new();
+    let wanted: HashSet<&str> = lost.iter().take(20).map(|s| s.as_str()).collect();
+    let mut found: BTreeMap<String, u64> = BTreeMap::new();
+    if let Ok(mut stream) = js.get_stream(names::EVENTS_STREAM).await {
+        let (first, last) = stream.info().await.map(|i| (i.state.first_sequence, i.state.last_sequence)).unwrap_or((1, 0));
+        for seq in first..=last {
+            let Ok(msg) = stream.get_raw_message(seq).await else { continue };
+            let id = serde_json::from_slice::<serde_json::Value>(&msg.payload)
+                .ok()
+                .and_then(|v| v.get("id").and_then(|x| x.as_str()).map(str::to_string));
+            if let Some(id) = id.filter(|id| wanted.contains(id.as_str())) {
+                found.insert(id, seq);
+            }
+        }
+    }
+    for id in lost.iter().take(20) {
+        match found.get(id.as_str()) {
+            Some(seq) => notes.push(format!("lost {id}: stored in {} at {seq}, not delivered", names::EVENTS_STREAM)),
+            None => notes.push(format!("lost {id}: not in {}", names::EVENTS_STREAM)),
+        }
+    }
+    let mut consumers = vec![(names::RAW_STREAM, names::NORMALIZER_CONSUMER.to_string())];
+    if destinations == 1 {
+        consumers.push((names::EVENTS_STREAM, names::FORWARDER_CONSUMER.to_string()));
+    } else {
+        for i in 1..=destinations {
+            consumers.push((names::EVENTS_STREAM, hookline_shared::destination::consumer_name(&format!("d{i}"))));
+        }
+    }
+    for (stream, consumer) in consumers {
+        let Ok(s) = js.get_stream(stream).await else { continue };
+        let Ok(mut c) = s.get_consumer::<async_nats::jetstream::consumer::pull::Config>(&consumer).await else {
+            notes.push(format!("consumer {consumer}: not found"));
+            continue;
+        };
+        let c: &mut PullConsumer = &mut c;
+        if let Ok(i) = c.info().await {
+            notes.push(format!(
+                "consumer {consumer} on {stream}: delivered stream seq {}, ack floor stream seq {}, pending {}, ack pending {}, redelivered {}",
+                i.delivered.stream_sequence, i.ack_floor.stream_sequence, i.num_pending, i.num_ack_pending, i.num_redelivered
+            ));
+        }
+    }
+    for stream in [names::RAW_STREAM, names::EVENTS_STREAM] {
+        if let Ok(mut s) = js.get_stream(stream).await {
+            if let Ok(i) = s.info().await {
+                notes.push(format!(
+                    "{stream}: {} messages, sequences {} to {}",
+                    i.state.messages, i.state.first_sequence, i.state.last_sequence
+                ));
+            }
+        }
+    }
+    notes
 }
 
 /// Ids in the DLQ: event ids of forward-stage letters; normalize-stage letters counted by raw body.
@@ -306,10 +386,12 @@ pub async fn e2e(
     let lag: Arc<Mutex<Vec<LagSample>>> = Arc::default();
     let rss: Arc<Mutex<BTreeMap<String, f64>>> = Arc::default();
     let notes: Arc<Mutex<Vec<String>>> = Arc::default();
+    // CPU seconds by process: its role and the last reading.
+    let cpu: Arc<Mutex<BTreeMap<u32, (String, f64)>>> = Arc::default();
 
     // Sampler: consumer lag, deliveries and memory, twice a second.
     let sampler = {
-        let (js, stack, stop, lag, rss) = (js.clone(), stack.clone(), stop.clone(), lag.clone(), rss.clone());
+        let (js, stack, stop, lag, rss, cpu) = (js.clone(), stack.clone(), stop.clone(), lag.clone(), rss.clone(), cpu.clone());
         let sink_ports = sink_ports.clone();
         tokio::spawn(async move {
             while !stop.is_cancelled() {
@@ -320,8 +402,19 @@ pub async fn e2e(
                     delivered: min_unique(&sink_ports).await,
                 };
                 lag.lock().unwrap_or_else(|p| p.into_inner()).push(sample);
-                let roles: Vec<(String, u32)> =
-                    stack.lock().unwrap_or_else(|p| p.into_inner()).roles.iter().map(|r| (r.name.clone(), r.pid())).collect();
+                let (roles, servers): (Vec<(String, u32)>, Vec<u32>) = {
+                    let s = stack.lock().unwrap_or_else(|p| p.into_inner());
+                    (s.roles.iter().map(|r| (r.name.clone(), r.pid())).collect(), s.nats.iter().filter_map(|n| n.pid()).collect())
+                };
+                {
+                    let mut used = cpu.lock().unwrap_or_else(|p| p.into_inner());
+                    let named = roles.iter().map(|(n, p)| (n.split('-').next().unwrap_or(n).to_string(), *p));
+                    for (role, pid) in named.chain(servers.iter().map(|p| ("nats-server".to_string(), *p))) {
+                        if let Some(seconds) = cpu_seconds(pid) {
+                            used.insert(pid, (role, seconds));
+                        }
+                    }
+                }
                 {
                     let mut peak = rss.lock().unwrap_or_else(|p| p.into_inner());
                     for (name, pid) in roles {
@@ -430,6 +523,7 @@ pub async fn e2e(
     let expected: HashSet<String> = load_result.accepted_event_ids.iter().cloned().collect();
     let mut last_progress = (Instant::now(), 0u64);
     let mut last_delivery_at = started.elapsed();
+    let mut counts_met_early = false;
     loop {
         let delivered = min_unique(&sink_ports).await;
         let dlq = dlq_event_ids(&js).await.map(|d| d.len() as u64).unwrap_or(0);
@@ -437,8 +531,22 @@ pub async fn e2e(
             last_progress = (Instant::now(), delivered);
             last_delivery_at = started.elapsed();
         }
+        // The counts include events of webhooks stored but not answered 200 (the client gave up
+        // during a fault), so they only say when to compare the ids, which decide.
         if delivered + dlq >= expected.len() as u64 {
-            break;
+            let at_all = delivered_everywhere(&sink_ports).await;
+            let dlq_ids = dlq_event_ids(&js).await.unwrap_or_default();
+            let missing = expected.iter().filter(|id| !at_all.contains(*id) && !dlq_ids.contains(*id)).count();
+            if missing == 0 {
+                break;
+            }
+            if !counts_met_early {
+                counts_met_early = true;
+                notes.lock().unwrap_or_else(|p| p.into_inner()).push(format!(
+                    "at {:.1} s as many events arrived as expected, but {missing} of the webhooks answered 200 were not in yet (the others came from webhooks stored but not answered 200): draining on",
+                    started.elapsed().as_secs_f64()
+                ));
+            }
         }
         // Stalled: stop only when the consumers hold nothing more (a message whose ack was lost
         // comes back after its ack_wait), or after two minutes in all.
@@ -453,19 +561,7 @@ pub async fn e2e(
     stop.cancel();
     let _ = sampler.await;
 
-    // Delivered: at every destination.
-    let mut delivered_ids: Option<HashSet<String>> = None;
-    for port in &sink_ports {
-        let ids: HashSet<String> = match http_get(&format!("http://127.0.0.1:{port}/_sink/ids")).await {
-            Some((200, body)) => serde_json::from_slice::<Vec<String>>(&body).unwrap_or_default().into_iter().collect(),
-            _ => HashSet::new(),
-        };
-        delivered_ids = Some(match delivered_ids {
-            Some(all) => all.intersection(&ids).cloned().collect(),
-            None => ids,
-        });
-    }
-    let delivered_ids = delivered_ids.unwrap_or_default();
+    let delivered_ids = delivered_everywhere(&sink_ports).await;
     let mut deliveries_total = 0u64;
     for port in &sink_ports {
         deliveries_total += sink_stats(*port).await.map_or(0, |s| s.unique);
@@ -506,8 +602,20 @@ pub async fn e2e(
         bad_signatures: stats.bad_signature,
         lost: expected.len() as u64 - delivered - in_dlq,
     };
+    if ledger.lost > 0 {
+        let lost: Vec<&String> = expected.iter().filter(|id| !delivered_ids.contains(*id) && !dlq_ids.contains(*id)).collect();
+        let explained = explain_lost(&js, &lost, destinations).await;
+        notes.lock().unwrap_or_else(|p| p.into_inner()).extend(explained);
+    }
     let span = last_delivery_at.as_secs_f64().max(1e-9);
+    let mut cpu_s: BTreeMap<String, f64> = BTreeMap::new();
+    for (role, seconds) in cpu.lock().unwrap_or_else(|p| p.into_inner()).values() {
+        *cpu_s.entry(role.clone()).or_insert(0.0) += seconds;
+    }
+    let pipeline_cpu: f64 = cpu_s.iter().filter(|(role, _)| role.as_str() != "sink").map(|(_, s)| s).sum();
     let report = E2eReport {
+        cpu_ms_per_event: if deliveries_total > 0 { pipeline_cpu * 1000.0 / deliveries_total as f64 } else { 0.0 },
+        cpu_s,
         fault,
         normalizers,
         forwarders,
