@@ -15,7 +15,6 @@ use async_nats::jetstream::{self, AckKind};
 use hookline_shared::background_log::BackgroundLog;
 use hookline_shared::lookup_records::{AttemptOutcome, AttemptRecord};
 use hookline_shared::metrics::Metrics;
-use hookline_shared::names;
 use hookline_shared::timefmt;
 
 use crate::deliver::Answer;
@@ -39,7 +38,7 @@ pub struct AttemptLog {
 
 impl AttemptLog {
     pub fn start(js: jetstream::Context, metrics: Arc<Metrics>) -> AttemptLog {
-        AttemptLog { log: BackgroundLog::start(js, metrics, "attempts", names::ATTEMPTS_STREAM) }
+        AttemptLog { log: BackgroundLog::start(js, metrics, "attempts") }
     }
 
     /// A log that records nothing (`forwarder.attempts_log = false`).

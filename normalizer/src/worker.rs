@@ -113,8 +113,7 @@ pub async fn run(
         metrics.clone(),
         names::EVENTS_STREAM,
     );
-    let index =
-        if cfg.index { BackgroundLog::start(js.clone(), metrics.clone(), "index", names::INDEX_STREAM) } else { BackgroundLog::off() };
+    let index = if cfg.index { BackgroundLog::start(js.clone(), metrics.clone(), "index") } else { BackgroundLog::off() };
     let worker = Arc::new(Worker { js, events: EventPublisher::Grouped(commits), index, metrics, config: cfg.clone() });
     let permits = Arc::new(Semaphore::new(cfg.max_in_flight));
     let mut tasks = JoinSet::new();

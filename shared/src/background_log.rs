@@ -1,29 +1,32 @@
 //! A log written in the background: records are put on a bounded in-memory queue without ever
-//! waiting, and one task drains it, storing what gathered within `LINGER` as one group commit
-//! (one JetStream atomic batch, so one fsync for many records). Used by the forwarder's delivery log (`HOOKLINE_ATTEMPTS`)
-//! and the normalizer's lookup index (`HOOKLINE_INDEX`).
+//! waiting, and one task drains it into JetStream as plain publishes, many in flight, their acks
+//! counted as they come. Used by the forwarder's delivery log (`HOOKLINE_ATTEMPTS`) and the
+//! normalizer's lookup index (`HOOKLINE_INDEX`), two streams kept in nats-server's asynchronous
+//! persist mode (`jetstream::ensure_streams`): they are not fsynced per write, and a plain publish
+//! costs the server less than a message of an atomic batch, which it stages before it stores.
 //!
 //! What it gives up, on purpose: a record is best effort. When the queue is full (JetStream slow
 //! or away) the record is dropped and counted (`hookline_log_records_total{outcome="dropped_full"}`)
-//! rather than slow the delivery or the event that made it; a batch JetStream does not store is
+//! rather than slow the delivery or the event that made it; a record JetStream does not store is
 //! counted `failed` and not retried (nothing waits in memory to retry); records still queued when
-//! the process dies are lost. The work they describe (a delivery, an event) is never affected.
+//! the process dies, and the last ones written before a power cut, are lost. The work they
+//! describe (a delivery, an event) is never affected.
 
 use std::sync::Arc;
-use std::time::Duration;
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc;
 
-use crate::group_commit::{GroupCommit, GroupCommitConfig, Message};
+use crate::group_commit::Message;
 use crate::metrics::{LogRecordLabels, Metrics};
 
 /// Records the queue holds before new ones are dropped.
 pub const QUEUE_CAPACITY: usize = 16_384;
-/// The most records in one batch.
-pub const MAX_BATCH: usize = 512;
-/// How long the writer gathers records before it commits them: nobody waits for a record, and
-/// fewer, larger batches cost nats-server less (an atomic batch has a fixed cost of its own).
-pub const LINGER: Duration = Duration::from_millis(25);
+/// Records published and not yet acknowledged, at most: past it the writer waits for acks (and
+/// the queue, not the caller, takes up the slack).
+pub const MAX_IN_FLIGHT: usize = 1_024;
+/// Records taken off the queue at a time.
+const TAKE: usize = 256;
 
 /// A handle on one background log; cheap to clone. `off()` records nothing.
 #[derive(Clone)]
@@ -39,27 +42,15 @@ impl BackgroundLog {
         BackgroundLog { queue: None, metrics: None, name: "off" }
     }
 
-    /// Starts the writer task of log `name` (a metric label: a constant) on `stream`; it ends
-    /// once every handle is dropped and the queue is drained.
-    pub fn start(js: async_nats::jetstream::Context, metrics: Arc<Metrics>, name: &'static str, stream: &'static str) -> BackgroundLog {
-        Self::start_with(js, metrics, name, stream, QUEUE_CAPACITY)
+    /// Starts the writer task of log `name` (a metric label: a constant); it ends once every
+    /// handle is dropped and the queue is drained. The records' subjects say their stream.
+    pub fn start(js: async_nats::jetstream::Context, metrics: Arc<Metrics>, name: &'static str) -> BackgroundLog {
+        Self::start_with(js, metrics, name, QUEUE_CAPACITY)
     }
 
-    pub fn start_with(
-        js: async_nats::jetstream::Context,
-        metrics: Arc<Metrics>,
-        name: &'static str,
-        stream: &'static str,
-        capacity: usize,
-    ) -> BackgroundLog {
+    pub fn start_with(js: async_nats::jetstream::Context, metrics: Arc<Metrics>, name: &'static str, capacity: usize) -> BackgroundLog {
         let (queue, rx) = mpsc::channel(capacity.max(1));
-        let commits = GroupCommit::start(
-            js,
-            GroupCommitConfig { max_batch: MAX_BATCH, max_in_flight: 2, ack_timeout: Duration::from_secs(5) },
-            metrics.clone(),
-            stream,
-        );
-        tokio::spawn(drain(rx, commits, metrics.clone(), name));
+        tokio::spawn(drain(rx, js, metrics.clone(), name));
         BackgroundLog { queue: Some(queue), metrics: Some(metrics), name }
     }
 
@@ -82,54 +73,53 @@ impl BackgroundLog {
     }
 }
 
-async fn drain(mut rx: mpsc::Receiver<Message>, commits: GroupCommit, metrics: Arc<Metrics>, name: &'static str) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    // Two batches in flight at most: while one commits, the next gathers what arrives.
-    let slots = Arc::new(tokio::sync::Semaphore::new(2));
+async fn drain(mut rx: mpsc::Receiver<Message>, js: async_nats::jetstream::Context, metrics: Arc<Metrics>, name: &'static str) {
+    let count = |outcome: &'static str| {
+        metrics.log_records.get_or_create(&LogRecordLabels { log: name, outcome }).inc();
+    };
+    let mut acks = FuturesUnordered::new();
+    let mut taken = Vec::with_capacity(TAKE);
+    let mut failures_logged = 0u64;
+    let settle = |outcome: Result<(), String>, failures_logged: &mut u64| match outcome {
+        Ok(()) => count("written"),
+        Err(e) => {
+            count("failed");
+            // One line per thousand failures: JetStream away fails every record alike.
+            if *failures_logged % 1000 == 0 {
+                tracing::warn!(log = name, error = %e, "background log: a record was not stored (counted in hookline_log_records_total)");
+            }
+            *failures_logged += 1;
+        }
+    };
     loop {
-        if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
-            break;
-        }
-        let deadline = tokio::time::Instant::now() + LINGER;
-        while batch.len() < MAX_BATCH {
-            let room = MAX_BATCH - batch.len();
-            match tokio::time::timeout_at(deadline, rx.recv_many(&mut batch, room)).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-        let Ok(slot) = slots.clone().acquire_owned().await else { break };
-        // What arrived while waiting for the slot joins this batch.
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(m) => batch.push(m),
-                Err(_) => break,
-            }
-        }
-        let messages = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
-        let commits = commits.clone();
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let n = messages.len();
-            let outcome = match commits.publish_all(messages).await {
-                Ok(_) => "written",
-                Err(e) => {
-                    tracing::warn!(log = name, records = n, error = %e, "background log: records not stored");
-                    "failed"
+        let in_flight = acks.len();
+        tokio::select! {
+            biased;
+            Some(outcome) = acks.next(), if in_flight > 0 => settle(outcome, &mut failures_logged),
+            n = rx.recv_many(&mut taken, TAKE.min(MAX_IN_FLIGHT - in_flight)), if in_flight < MAX_IN_FLIGHT => {
+                if n == 0 {
+                    break;
                 }
-            };
-            metrics.log_records.get_or_create(&LogRecordLabels { log: name, outcome }).inc_by(n as u64);
-            drop(slot);
-        });
+                for m in taken.drain(..) {
+                    match js.publish_with_headers(m.subject, m.headers, m.payload).await {
+                        Ok(ack) => acks.push(async move { ack.await.map(|_| ()).map_err(|e| e.to_string()) }),
+                        Err(e) => settle(Err(e.to_string()), &mut failures_logged),
+                    }
+                }
+            }
+        }
     }
-    // Wait for the batches in flight.
-    let _ = slots.acquire_many(2).await;
+    // The queue is closed: wait for the records in flight.
+    while let Some(outcome) = acks.next().await {
+        settle(outcome, &mut failures_logged);
+    }
 }
 
 #[cfg(all(test, feature = "harness"))]
 mod tests {
     use super::*;
     use crate::harness::{wait_for, TestNats};
+    use std::time::Duration;
 
     fn counted(metrics: &Metrics, outcome: &'static str) -> u64 {
         metrics.log_records.get_or_create(&LogRecordLabels { log: "test", outcome }).get()
@@ -139,16 +129,11 @@ mod tests {
     async fn a_full_queue_drops_and_counts_without_waiting_and_the_rest_is_stored() {
         let nats = TestNats::start();
         let js = nats.jetstream().await;
-        js.create_stream(async_nats::jetstream::stream::Config {
-            name: "T".into(),
-            subjects: vec!["t.>".into()],
-            allow_atomic_publish: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap_or_else(|e| panic!("stream: {e}"));
+        js.create_stream(async_nats::jetstream::stream::Config { name: "T".into(), subjects: vec!["t.>".into()], ..Default::default() })
+            .await
+            .unwrap_or_else(|e| panic!("stream: {e}"));
         let metrics = Metrics::new();
-        let log = BackgroundLog::start_with(js.clone(), metrics.clone(), "test", "T", 8);
+        let log = BackgroundLog::start_with(js.clone(), metrics.clone(), "test", 8);
         // 100 records at once, without a yield: the writer cannot drain meanwhile, so all but the
         // queue's 8 are dropped, and `record` never waited.
         let started = std::time::Instant::now();

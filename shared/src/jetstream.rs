@@ -124,18 +124,45 @@ fn index_limits(events: &StreamLimits) -> StreamLimits {
     }
 }
 
+/// How a best-effort log stream (`HOOKLINE_ATTEMPTS`, `HOOKLINE_INDEX`) persists: asynchronously
+/// (nats-server 2.12+: written in the background, never fsynced per write, so `sync_interval:
+/// always` spends nothing on records nobody waits for) when it has one replica; nats-server allows
+/// that mode only there. A stream that exists keeps the mode it was created with: nats-server does
+/// not change it on update.
+async fn log_persist_mode(js: &jetstream::Context, name: &str, replicas: usize) -> stream::PersistenceMode {
+    if let Ok(mut existing) = js.get_stream(name).await {
+        if let Ok(info) = existing.info().await {
+            let mode = info.config.persist_mode.unwrap_or_default();
+            if replicas <= 1 && mode != stream::PersistenceMode::Async {
+                tracing::info!(stream = name, "the stream was created with synchronous writes and keeps them (nats-server cannot change a stream's persist mode); delete it to have asynchronous ones");
+            }
+            return mode;
+        }
+    }
+    if replicas <= 1 {
+        stream::PersistenceMode::Async
+    } else {
+        stream::PersistenceMode::Default
+    }
+}
+
 /// Creates the streams (raw, events, DLQ, the delivery log and the lookup index), or brings
 /// their limits in line with the configuration.
 pub async fn ensure_streams(js: &jetstream::Context, config: &StreamsConfig) -> Result<(), NatsSetupError> {
     let index = index_limits(&config.events);
-    for (name, subjects, limits) in [
-        (names::RAW_STREAM, &[names::RAW_SUBJECTS][..], &config.raw),
-        (names::EVENTS_STREAM, &[names::EVENTS_SUBJECTS, names::ORDER_SUBJECTS][..], &config.events),
-        (names::DLQ_STREAM, &[names::DLQ_SUBJECTS][..], &config.dlq),
-        (names::ATTEMPTS_STREAM, &[names::ATTEMPTS_SUBJECTS][..], &config.attempts),
-        (names::INDEX_STREAM, &[names::INDEX_SUBJECTS][..], &index),
+    for (name, subjects, limits, log) in [
+        (names::RAW_STREAM, &[names::RAW_SUBJECTS][..], &config.raw, false),
+        (names::EVENTS_STREAM, &[names::EVENTS_SUBJECTS, names::ORDER_SUBJECTS][..], &config.events, false),
+        (names::DLQ_STREAM, &[names::DLQ_SUBJECTS][..], &config.dlq, false),
+        (names::ATTEMPTS_STREAM, &[names::ATTEMPTS_SUBJECTS][..], &config.attempts, true),
+        (names::INDEX_STREAM, &[names::INDEX_SUBJECTS][..], &index, true),
     ] {
-        (|| js.create_or_update_stream(stream_config(name, subjects, limits)))
+        let mut wanted = stream_config(name, subjects, limits);
+        if log {
+            wanted.allow_atomic_publish = false;
+            wanted.persist_mode = Some(log_persist_mode(js, name, limits.replicas).await);
+        }
+        (|| js.create_or_update_stream(wanted.clone()))
             .retry(setup_retry())
             .notify(|e, delay| tracing::warn!(stream = name, error = %e, retry_in = ?delay, "cannot set up the stream yet"))
             .await
@@ -236,5 +263,48 @@ mod tests {
         assert_eq!(redact_url("nats://u:p@h:4222"), "nats://***@h:4222");
         assert_eq!(redact_url("u:p@h:4222"), "***@h:4222");
         assert_eq!(redact_url("nats://h:4222"), "nats://h:4222");
+    }
+}
+
+#[cfg(all(test, feature = "harness"))]
+mod stream_tests {
+    use async_nats::jetstream::stream::PersistenceMode;
+
+    use crate::harness::{self, TestNats};
+    use crate::names;
+
+    async fn mode(js: &async_nats::jetstream::Context, name: &str) -> PersistenceMode {
+        let mut stream = js.get_stream(name).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        stream.info().await.unwrap_or_else(|e| panic!("{name}: {e}")).config.persist_mode.unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn the_two_logs_persist_asynchronously_the_pipelines_streams_do_not() {
+        let nats = TestNats::start();
+        let js = nats.jetstream().await;
+        let config = harness::config(&nats.url(), &[]);
+        super::ensure_streams(&js, &config.streams).await.unwrap_or_else(|e| panic!("{e}"));
+        for name in [names::ATTEMPTS_STREAM, names::INDEX_STREAM] {
+            assert_eq!(mode(&js, name).await, PersistenceMode::Async, "{name}");
+        }
+        for name in [names::RAW_STREAM, names::EVENTS_STREAM, names::DLQ_STREAM] {
+            assert_eq!(mode(&js, name).await, PersistenceMode::Default, "{name}: a 200 or an event's ack waits for its fsync");
+        }
+        // Again, as every process does at start: nothing to change, nothing refused.
+        super::ensure_streams(&js, &config.streams).await.unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    #[tokio::test]
+    async fn a_log_stream_created_synchronous_keeps_its_mode_and_start_up_goes_on() {
+        let nats = TestNats::start();
+        let js = nats.jetstream().await;
+        let config = harness::config(&nats.url(), &[]);
+        // As the previous release created it: synchronous, atomic batches allowed.
+        let mut old = super::stream_config(names::INDEX_STREAM, &[names::INDEX_SUBJECTS], &super::index_limits(&config.streams.events));
+        old.persist_mode = None;
+        js.create_stream(old).await.unwrap_or_else(|e| panic!("{e}"));
+        super::ensure_streams(&js, &config.streams).await.unwrap_or_else(|e| panic!("nats-server cannot change the mode, so start-up must not ask it to: {e}"));
+        assert_eq!(mode(&js, names::INDEX_STREAM).await, PersistenceMode::Default);
+        assert_eq!(mode(&js, names::ATTEMPTS_STREAM).await, PersistenceMode::Async);
     }
 }
