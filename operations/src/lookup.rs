@@ -63,7 +63,8 @@ pub struct EventView {
 pub struct DestinationState {
     pub destination: String,
     /// `delivered`, `retrying`, `dead_lettered`, `filtered_out` (its filter or tenant refuses the
-    /// event), `waiting` (no attempt yet).
+    /// event), `before_destination` (stored before the destination was created: it is not
+    /// delivered there unless replayed to it), `waiting` (no attempt yet).
     pub state: &'static str,
     pub attempts: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -193,7 +194,7 @@ pub async fn event(js: &jetstream::Context, event_id: &str, tenant: Option<&str>
     if !in_tenant(tenant, &event_tenant) {
         return Ok(None);
     }
-    let mut destinations = destination_states(js, &event, &event_tenant, &attempts).await?;
+    let mut destinations = destination_states(js, &event, &event_tenant, stored.time, &attempts).await?;
     let mut attempts = attempts;
     if tenant.is_some() {
         // A tenant sees its own destinations only: not those of every tenant (an admin's, and
@@ -436,6 +437,7 @@ async fn destination_states(
     js: &jetstream::Context,
     event: &Value,
     event_tenant: &str,
+    stored_at: time::OffsetDateTime,
     attempts: &[AttemptRecord],
 ) -> Result<Vec<DestinationState>, OpsError> {
     let mut known: BTreeMap<String, Option<DestinationRecord>> = BTreeMap::new();
@@ -455,11 +457,15 @@ async fn destination_states(
             Some(r) => r.tenant_id.as_deref().is_none_or(|t| t == event_tenant) && r.filter.matches(event),
             None => true,
         };
+        // A destination's consumer starts at its creation (`ByStartTime`): what was stored
+        // before never reaches it, unless replayed to it.
+        let predates = record.as_ref().is_some_and(|r| stored_at < r.created_at);
         let state = match (last.map(|a| a.outcome), accepts) {
             (Some(AttemptOutcome::Delivered), _) => "delivered",
             (Some(AttemptOutcome::DeadLettered), _) => "dead_lettered",
             (Some(AttemptOutcome::Retrying), _) => "retrying",
             (None, false) => "filtered_out",
+            (None, true) if predates => "before_destination",
             (None, true) => "waiting",
         };
         states.push(DestinationState {

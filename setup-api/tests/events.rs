@@ -133,6 +133,13 @@ async fn an_event_is_found_by_message_id_and_shown_with_its_raw_webhook_its_dest
     assert!(attempts.iter().all(|a| a["duration_ms"].as_f64().is_some() && a["at"].is_string() && a["event_id"] == event_id.as_str()));
     assert!(view["attempts"].as_array().expect("attempts").iter().all(|a| a["destination"] != "picky" && a["destination"] != "resting"));
 
+    // A destination created after the event was stored never gets it (its consumer starts at its
+    // creation): not `waiting`, which would never end.
+    api.create_destination(&json!({"id": "late", "url": &ok.url, "signing_secret": signing_secret(), "filter": {}})).await;
+    let later = api.get(&path).await.json();
+    assert_eq!(state_of(&later, "late")["state"], "before_destination", "{later}");
+    assert_eq!(state_of(&later, "late")["attempts"], 0);
+
     // The raw webhook, as received.
     let raw = api.get(&format!("/api/v1/raw/{raw_seq}")).await;
     assert_eq!(raw.status, 200, "{}", raw.text);

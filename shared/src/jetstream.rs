@@ -303,7 +303,9 @@ mod stream_tests {
         let mut old = super::stream_config(names::INDEX_STREAM, &[names::INDEX_SUBJECTS], &super::index_limits(&config.streams.events));
         old.persist_mode = None;
         js.create_stream(old).await.unwrap_or_else(|e| panic!("{e}"));
-        super::ensure_streams(&js, &config.streams).await.unwrap_or_else(|e| panic!("nats-server cannot change the mode, so start-up must not ask it to: {e}"));
+        super::ensure_streams(&js, &config.streams)
+            .await
+            .unwrap_or_else(|e| panic!("nats-server cannot change the mode, so start-up must not ask it to: {e}"));
         assert_eq!(mode(&js, names::INDEX_STREAM).await, PersistenceMode::Default);
         assert_eq!(mode(&js, names::ATTEMPTS_STREAM).await, PersistenceMode::Async);
     }
