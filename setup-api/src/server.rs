@@ -56,7 +56,7 @@ pub struct AppState {
     /// Delivers the synthetic event of `POST /api/v1/destinations/{id}/test`.
     pub prober: destinations::probe::Prober,
     /// Replays running in the background (`POST /api/v1/replays`).
-    pub replays: crate::replays::Runs,
+    pub replays: Arc<crate::replays::Runs>,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -252,7 +252,7 @@ pub async fn run(
         destination_states: destinations::state::StateReader::new(jetstream.clone()),
         prober,
         jetstream,
-        replays: crate::replays::Runs::default(),
+        replays: Arc::new(crate::replays::Runs::new(config.streams.channels.replicas)),
     });
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "setup-api listening");

@@ -138,20 +138,34 @@ async fn a_replay_in_the_background_reports_its_progress_until_done() {
     for n in 2..6 {
         assert_eq!(update(&stack, &id, &secret, n).await, 200);
     }
-    let selection = json!({"stream": "raw", "selection": {"channel": id}, "rate_per_s": 20});
+    let selection = json!({"stream": "raw", "selection": {"channel": id}, "rate_per_s": 3});
     let dry = stack.api.post("/api/v1/replay", &json!({"stream": "raw", "selection": {"channel": id}, "dry_run": true})).await.json();
     assert_eq!(dry["selected"], 5);
+
+    // A second setup-api process on the same NATS and Postgres, as behind a load balancer: it
+    // answers for the run the first one runs.
+    let second = start_setup_api(&stack.config, tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind")).await;
+    let other = Api::new(&second.base);
 
     let started = stack.api.post("/api/v1/replays", &selection).await;
     assert_eq!(started.status, 202, "{}", started.text);
     let run = started.json();
     assert_eq!(run["state"], "running");
     let run_id = run["run_id"].as_str().expect("run id").to_string();
+    let path = format!("/api/v1/replays/{run_id}");
     let seen_running_with_progress = std::sync::atomic::AtomicBool::new(false);
+    let seen_elsewhere_with_progress = std::sync::atomic::AtomicBool::new(false);
     let done = wait_for("the replay done", Duration::from_secs(20), || async {
-        let v = stack.api.get(&format!("/api/v1/replays/{run_id}")).await.json();
+        let v = stack.api.get(&path).await.json();
         if v["state"] == "running" && v["read"].as_u64().unwrap_or(0) > 0 {
             seen_running_with_progress.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        let elsewhere = other.get(&path).await;
+        assert_eq!(elsewhere.status, 200, "the second process: {}", elsewhere.text);
+        let w = elsewhere.json();
+        assert!(w["state"] == "running" || w["state"] == "done", "{w}");
+        if w["state"] == "running" && w["read"].as_u64().unwrap_or(0) > 0 {
+            seen_elsewhere_with_progress.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         (v["state"] == "done").then_some(v)
     })
@@ -160,8 +174,34 @@ async fn a_replay_in_the_background_reports_its_progress_until_done() {
     assert_eq!(done["summary"]["selected"], 5);
     assert!(
         seen_running_with_progress.load(std::sync::atomic::Ordering::Relaxed),
-        "at 20 a second, five messages take a while: progress was never seen"
+        "at 3 a second, five messages take more than a second: progress was never seen"
     );
+    assert!(seen_elsewhere_with_progress.load(std::sync::atomic::Ordering::Relaxed), "the second process never saw the run's progress");
+    let elsewhere = wait_for("the second process sees it done", Duration::from_secs(5), || async {
+        let w = other.get(&path).await.json();
+        (w["state"] == "done").then_some(w)
+    })
+    .await;
+    assert_eq!((&elsewhere["read"], &elsewhere["summary"]), (&done["read"], &done["summary"]));
+    // A tenant's token: another tenant's run does not exist, on either process.
+    let body = json!({"name": "globex-ops", "tenant_id": "globex"}).to_string();
+    let token = stack.api.send_unchecked(axum::http::Method::POST, "/api/v1/tokens", Some(&body), Some(TOKEN)).await;
+    assert_eq!(token.status, 201, "{}", token.text);
+    let globex = token.json()["token"].as_str().expect("token value").to_string();
+    let globex = globex.as_str();
+    for api in [&stack.api, &other] {
+        let answer = api.send_unchecked(axum::http::Method::GET, &path, None, Some(globex)).await;
+        assert_eq!(answer.status, 404, "{}: {}", api.base, answer.text);
+    }
+    assert_eq!(other.get("/api/v1/replays/run_0000000000000000").await.status, 404);
+    // A run whose process stopped mid-way (its last word long ago): abandoned, not running forever.
+    let js = stack.nats.jetstream().await;
+    let runs = js.get_key_value(names::REPLAY_RUNS_BUCKET).await.expect("the runs bucket");
+    let stale = json!({"run_id": "run_00000000000000ab", "state": "running", "read": 2, "summary": null, "error": null,
+        "tenant": null, "updated_at": "2026-01-01T00:00:00Z"});
+    runs.put("run_00000000000000ab", stale.to_string().into()).await.expect("put");
+    let abandoned = other.get("/api/v1/replays/run_00000000000000ab").await.json();
+    assert_eq!((&abandoned["state"], &abandoned["read"]), (&json!("abandoned"), &json!(2)), "{abandoned}");
     assert_eq!(stack.api.get("/api/v1/replays/run_0000000000000000").await.status, 404);
     let bad = stack.api.post("/api/v1/replays", &json!({"stream": "raw", "selection": {"channel": "a.b"}})).await;
     assert_eq!(bad.status, 422, "{}", bad.text);

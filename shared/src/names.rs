@@ -32,6 +32,8 @@ pub const CHANNELS_BUCKET: &str = "hookline_channels";
 pub const DESTINATIONS_BUCKET: &str = "hookline_destinations";
 /// Which forwarder process delivers each ordered destination (a lease per destination id).
 pub const ORDER_LEASES_BUCKET: &str = "hookline_order_leases";
+/// Background replays' progress, written by the setup-api process running each (`run_id` keys).
+pub const REPLAY_RUNS_BUCKET: &str = "hookline_replay_runs";
 /// Destinations' shared circuit-breaker state, keyed by destination id (absent: active).
 pub const DESTINATION_STATE_BUCKET: &str = "hookline_destination_state";
 
