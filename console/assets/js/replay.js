@@ -112,8 +112,8 @@ async function start(body, v, dry, out) {
         flash("Replay finished.");
         return;
       }
-      if (run.state === "failed") {
-        heading.textContent = "Replay failed";
+      if (run.state === "failed" || run.state === "abandoned") {
+        heading.textContent = run.state === "failed" ? "Replay failed" : "Replay abandoned (its setup-api process stopped)";
         label.textContent = `Failed after ${fmtNum(run.read)}: ${run.error || "unknown error"}`;
         flash("The replay failed.", true);
         return;
