@@ -114,3 +114,24 @@ async fn events_find_and_show_answer_by_message_id_with_the_delivery() {
 
     shutdown.cancel();
 }
+
+/// `hookline bench lookup`, small: its fill writes the index and the delivery log as the
+/// pipeline does (plain publishes; those streams take no atomic batch), and every lookup finds
+/// its event. The timing is the benchmark's to report, not asserted here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lookup_benchmark_fills_its_streams_and_finds_every_event() {
+    let options = hookline_bench::lookup::LookupOptions {
+        events: 3_000,
+        samples: 50,
+        max_fill: Duration::from_secs(60),
+        fsync: hookline_shared::servers::Fsync::Always,
+    };
+    // Bounded: a fill that stops getting acks (too many publishes in flight) hangs, not fails.
+    let report = tokio::time::timeout(Duration::from_secs(120), hookline_bench::lookup::run(&options))
+        .await
+        .expect("the lookup benchmark ended within 2 minutes")
+        .expect("the lookup benchmark runs");
+    assert_eq!(report.events_stored, 3_000, "{report:?}");
+    assert_eq!((report.index_entries, report.attempt_records), (9_000, 3_000), "three keys and one attempt an event: {report:?}");
+    assert_eq!((report.by_event_id.found, report.by_message_id.found), (50, 50), "{report:?}");
+}

@@ -74,7 +74,7 @@ fn message_id(i: u64) -> String {
 }
 
 /// Stores events `from..to` with their index entries and one attempt each.
-async fn fill_chunk(events_gc: &GroupCommit, index_gc: &GroupCommit, attempts_gc: &GroupCommit, from: u64, to: u64) -> Result<(), String> {
+async fn fill_chunk(events_gc: &GroupCommit, js: &async_nats::jetstream::Context, from: u64, to: u64) -> Result<(), String> {
     let mut events = Vec::with_capacity((to - from) as usize);
     let mut messages = Vec::with_capacity(events.capacity());
     for i in from..to {
@@ -111,9 +111,27 @@ async fn fill_chunk(events_gc: &GroupCommit, index_gc: &GroupCommit, attempts_gc
         };
         attempts.extend(record.to_message());
     }
-    let (a, b) = tokio::join!(index_gc.publish_all_at(index), attempts_gc.publish_all_at(attempts));
-    a.map_err(|e| e.to_string())?;
-    b.map_err(|e| e.to_string())?;
+    index.extend(attempts);
+    publish_plain(js, index).await
+}
+
+/// As the normalizer and the forwarder write the index and the delivery log: plain publishes
+/// (their streams take no atomic batch), the acks of each 250 awaited before the next: a
+/// JetStream context holds at most 5,000 unacknowledged publishes (async-nats' default), and
+/// the fill's four writers must stay under it together.
+async fn publish_plain(js: &async_nats::jetstream::Context, messages: Vec<Message>) -> Result<(), String> {
+    let mut acks = Vec::with_capacity(250);
+    for m in messages {
+        acks.push(js.publish_with_headers(m.subject, m.headers, m.payload).await.map_err(|e| e.to_string())?);
+        if acks.len() == 250 {
+            for ack in acks.drain(..) {
+                ack.await.map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    for ack in acks {
+        ack.await.map_err(|e| e.to_string())?;
+    }
     Ok(())
 }
 
@@ -138,7 +156,7 @@ pub async fn run(opts: &LookupOptions) -> Result<LookupReport, String> {
             stream,
         )
     };
-    let (events_gc, index_gc, attempts_gc) = (gc(names::EVENTS_STREAM), gc(names::INDEX_STREAM), gc(names::ATTEMPTS_STREAM));
+    let events_gc = gc(names::EVENTS_STREAM);
 
     // The fill: four writers taking chunks of 1,000 events, until N or the time bound.
     let started = Instant::now();
@@ -146,7 +164,7 @@ pub async fn run(opts: &LookupOptions) -> Result<LookupReport, String> {
     let done = Arc::new(AtomicU64::new(0));
     let mut writers = Vec::new();
     for _ in 0..4 {
-        let (events_gc, index_gc, attempts_gc) = (events_gc.clone(), index_gc.clone(), attempts_gc.clone());
+        let (events_gc, js) = (events_gc.clone(), js.clone());
         let (next, done, total, max_fill) = (next.clone(), done.clone(), opts.events, opts.max_fill);
         writers.push(tokio::spawn(async move {
             loop {
@@ -158,7 +176,7 @@ pub async fn run(opts: &LookupOptions) -> Result<LookupReport, String> {
                     return Ok(());
                 }
                 let to = (from + CHUNK).min(total);
-                fill_chunk(&events_gc, &index_gc, &attempts_gc, from, to).await?;
+                fill_chunk(&events_gc, &js, from, to).await?;
                 let n = done.fetch_add(to - from, Ordering::Relaxed) + (to - from);
                 if n % 100_000 < CHUNK {
                     eprintln!("stored {n} events in {:.0} s", started.elapsed().as_secs_f64());

@@ -23,7 +23,9 @@ use crate::metrics::{LogRecordLabels, Metrics};
 /// Records the queue holds before new ones are dropped.
 pub const QUEUE_CAPACITY: usize = 16_384;
 /// Records published and not yet acknowledged, at most: past it the writer waits for acks (and
-/// the queue, not the caller, takes up the slack).
+/// the queue, not the caller, takes up the slack). Well under the 5,000 unacknowledged
+/// publishes a JetStream context allows (async-nats' default), which the process's other
+/// publishes on the same context (group commits) share.
 pub const MAX_IN_FLIGHT: usize = 1_024;
 /// Records taken off the queue at a time.
 const TAKE: usize = 256;
