@@ -180,8 +180,10 @@ pub async fn event(js: &jetstream::Context, event_id: &str, tenant: Option<&str>
     if event_id.is_empty() || event_id.len() > 256 {
         return Ok(None);
     }
-    let attempts = attempts_of(js, event_id).await?;
-    let index = index_entry(js, event_id).await?;
+    // Three independent reads at once: a cold one (a block nats-server must load) then costs
+    // its own time, not the sum of all.
+    let (attempts, index, records) = tokio::join!(attempts_of(js, event_id), index_entry(js, event_id), destination_records(js));
+    let (attempts, index, records) = (attempts?, index?, records?);
     // The index, else the delivery log, says where the event lies.
     let Some(seq) = index.as_ref().map(|e| e.seq).or_else(|| attempts.first().map(|a| a.event_seq)) else {
         return Ok(None);
@@ -194,19 +196,15 @@ pub async fn event(js: &jetstream::Context, event_id: &str, tenant: Option<&str>
     if !in_tenant(tenant, &event_tenant) {
         return Ok(None);
     }
-    let mut destinations = destination_states(js, &event, &event_tenant, stored.time, &attempts).await?;
+    let mut destinations = destination_states(&records, &event, &event_tenant, stored.time, &attempts);
     let mut attempts = attempts;
     if tenant.is_some() {
         // A tenant sees its own destinations only: not those of every tenant (an admin's, and
         // `default`), whose ids, answers and errors are not its to read.
-        let own: std::collections::BTreeSet<String> = destination_records(js)
-            .await?
-            .into_iter()
-            .filter(|r| r.tenant_id.as_deref() == Some(event_tenant.as_str()))
-            .map(|r| r.id)
-            .collect();
-        destinations.retain(|d| own.contains(&d.destination));
-        attempts.retain(|a| own.contains(&a.destination));
+        let own: std::collections::BTreeSet<&str> =
+            records.iter().filter(|r| r.tenant_id.as_deref() == Some(event_tenant.as_str())).map(|r| r.id.as_str()).collect();
+        destinations.retain(|d| own.contains(d.destination.as_str()));
+        attempts.retain(|a| own.contains(a.destination.as_str()));
     }
     Ok(Some(EventView {
         event_id: event_id.to_string(),
@@ -433,15 +431,15 @@ pub async fn attempts_of(js: &jetstream::Context, event_id: &str) -> Result<Vec<
 
 /// The destinations that concern the event (those of every tenant or of its own, from the bucket
 /// `hookline_destinations`, and any the delivery log names, such as `default`), each with its state.
-async fn destination_states(
-    js: &jetstream::Context,
+fn destination_states(
+    records: &[DestinationRecord],
     event: &Value,
     event_tenant: &str,
     stored_at: time::OffsetDateTime,
     attempts: &[AttemptRecord],
-) -> Result<Vec<DestinationState>, OpsError> {
-    let mut known: BTreeMap<String, Option<DestinationRecord>> = BTreeMap::new();
-    for record in destination_records(js).await? {
+) -> Vec<DestinationState> {
+    let mut known: BTreeMap<String, Option<&DestinationRecord>> = BTreeMap::new();
+    for record in records {
         if record.tenant_id.as_deref().is_none_or(|t| t == event_tenant) {
             known.insert(record.id.clone(), Some(record));
         }
@@ -481,7 +479,7 @@ async fn destination_states(
     }
     // `default` first, as operators know it.
     states.sort_by_key(|s| s.destination != DEFAULT_DESTINATION_ID);
-    Ok(states)
+    states
 }
 
 /// The bucket's destinations (none when it does not exist): the keys from the bucket stream's
