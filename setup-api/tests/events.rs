@@ -136,7 +136,12 @@ async fn an_event_is_found_by_message_id_and_shown_with_its_raw_webhook_its_dest
     // A destination created after the event was stored never gets it (its consumer starts at its
     // creation): not `waiting`, which would never end.
     api.create_destination(&json!({"id": "late", "url": &ok.url, "signing_secret": signing_secret(), "filter": {}})).await;
-    let later = api.get(&path).await.json();
+    // (The view reads the bucket, which the mirror fills within a moment.)
+    let later = wait_for("the new destination in the view", Duration::from_secs(10), || async {
+        let view = api.get(&path).await.json();
+        view["destinations"].as_array().is_some_and(|all| all.iter().any(|d| d["destination"] == "late")).then_some(view)
+    })
+    .await;
     assert_eq!(state_of(&later, "late")["state"], "before_destination", "{later}");
     assert_eq!(state_of(&later, "late")["attempts"], 0);
 
