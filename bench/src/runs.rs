@@ -265,6 +265,11 @@ async fn explain_lost(js: &async_nats::jetstream::Context, lost: &[&String], des
     let mut found: BTreeMap<String, u64> = BTreeMap::new();
     if let Ok(mut stream) = js.get_stream(names::EVENTS_STREAM).await {
         let (first, last) = stream.info().await.map(|i| (i.state.first_sequence, i.state.last_sequence)).unwrap_or((1, 0));
+        // Bounded: a long run's stream is read from its last 50,000 messages.
+        let first = first.max(last.saturating_sub(50_000));
+        if first > 1 {
+            notes.push(format!("(lost events looked for in {} from {first} to {last} only)", names::EVENTS_STREAM));
+        }
         for seq in first..=last {
             let Ok(msg) = stream.get_raw_message(seq).await else { continue };
             let id = serde_json::from_slice::<serde_json::Value>(&msg.payload)
