@@ -332,3 +332,38 @@ async fn watermarks_follow_the_events_they_cover_and_are_written_again_while_idl
     shutdown.cancel();
     let _ = worker.await;
 }
+
+/// A consumer that vanishes under a running normalizer (deleted by hand here; a power cut can
+/// take one created moments before): the normalizer creates it again and goes on, instead of
+/// pulling from nothing for ever. What was acked before is normalized again (the same ids).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_deleted_under_the_normalizer_is_created_again_and_normalizing_goes_on() {
+    let nats = TestNats::start();
+    let (config, js) = setup(&nats).await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let worker = {
+        let (config, shutdown) = (config.clone(), shutdown.clone());
+        tokio::spawn(async move { hookline_normalizer::worker::run(&config, Metrics::new(), None, shutdown).await })
+    };
+    publish_raw(&js, Source::Telegram, telegram_update(1)).await;
+    let js_ref = &js;
+    wait_for("the first event", Duration::from_secs(20), || async move {
+        (stream_messages(js_ref, names::EVENTS_STREAM).await >= 1).then_some(())
+    })
+    .await;
+    let raw = js.get_stream(names::RAW_STREAM).await.expect("raw");
+    assert!(raw.delete_consumer(names::NORMALIZER_CONSUMER).await.expect("delete").success);
+    let body = telegram_update(2);
+    let seq = publish_raw(&js, Source::Telegram, body.clone()).await;
+    // The first webhook's event, normalized again, is a duplicate JetStream drops: a second
+    // event is the new one.
+    wait_for("the event of the webhook stored after the deletion", Duration::from_secs(30), || async move {
+        (stream_messages(js_ref, names::EVENTS_STREAM).await >= 2).then_some(())
+    })
+    .await;
+    let events = all_events(&js, 2).await;
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[1], expected_events(Source::Telegram, &body, seq)[0]);
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(15), worker).await;
+}

@@ -10,6 +10,7 @@
 //! `run` is the forwarder role: [`crate::destinations::run`].
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
+use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use async_nats::jetstream::{self, AckKind, Message};
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -81,6 +82,9 @@ pub fn consumer_name(destination: &str) -> String {
 
 /// Creates the destination's consumer, or brings its filter subjects in line. None when its
 /// filter leaves no subject: it receives nothing.
+/// How often a worker whose fetches bring nothing looks whether its consumer still exists.
+pub const CONSUMER_CHECK_EVERY: Duration = Duration::from_secs(5);
+
 pub async fn ensure_consumer(
     js: &jetstream::Context,
     destination: &Destination,
@@ -187,8 +191,37 @@ impl DestinationWorker {
         })
     }
 
+    /// When `consumer` no longer exists on the server (deleted by hand, or lost with the server's
+    /// state: a power cut can take a consumer created moments before), the consumer made again
+    /// as at start: the destination's events still in the stream are delivered again (at least
+    /// once) rather than none ever again.
+    pub async fn consumer_again_if_gone(&self, consumer: &PullConsumer) -> Option<PullConsumer> {
+        match consumer.get_info().await {
+            Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => {
+                let ack_wait = consumer.cached_info().config.ack_wait;
+                match ensure_consumer(&self.js, &self.destination, ack_wait).await {
+                    Ok(Some(again)) => {
+                        tracing::error!(destination = %self.destination.id, consumer = %consumer_name(&self.destination.id),
+                            "the destination's consumer was gone from JetStream (deleted, or lost with the server's state); created it again: its events still in HOOKLINE_EVENTS are delivered again");
+                        Some(again)
+                    }
+                    Ok(None) => None,
+                    Err(e) => {
+                        tracing::warn!(destination = %self.destination.id, error = %e, "the destination's consumer is gone and cannot be created again yet");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        }
+    }
+
     /// Delivers until `stop`; then finishes (or leaves to redelivery) what it holds.
     pub async fn run(self: Arc<Self>, consumer: PullConsumer, stop: CancellationToken) {
+        let mut consumer = consumer;
+        // Fetches that brought nothing make the worker look, every few seconds, whether its
+        // consumer still exists.
+        let mut checked = tokio::time::Instant::now();
         let id = self.destination.id.clone();
         tracing::info!(destination = %id, url = %redact_target(self.deliverer.target()), max_in_flight = self.settings.max_in_flight,
             rate_limit_per_s = ?self.settings.rate_limit_per_s, "destination running");
@@ -226,10 +259,14 @@ impl DestinationWorker {
                 continue;
             }
             let batch = consumer.batch().max_messages(room).expires(Duration::from_secs(1)).messages().await;
+            let mut fetched = 0usize;
             let mut batch = match batch {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(destination = %id, error = %e, "cannot fetch from HOOKLINE_EVENTS; retrying");
+                    if let Some(again) = self.consumer_again_if_gone(&consumer).await {
+                        consumer = again;
+                    }
                     tokio::select! {
                         _ = stop.cancelled() => break,
                         _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
@@ -243,6 +280,7 @@ impl DestinationWorker {
                 };
                 match next {
                     Some(Ok(message)) => {
+                        fetched += 1;
                         if let Some(rate) = &self.rate {
                             rate.acquire().await;
                         }
@@ -258,6 +296,12 @@ impl DestinationWorker {
                         break;
                     }
                     None => break,
+                }
+            }
+            if fetched == 0 && checked.elapsed() >= CONSUMER_CHECK_EVERY {
+                checked = tokio::time::Instant::now();
+                if let Some(again) = self.consumer_again_if_gone(&consumer).await {
+                    consumer = again;
                 }
             }
         }

@@ -401,3 +401,29 @@ async fn an_attempt_without_an_answer_is_logged_with_its_error_and_a_disabled_lo
     assert!(attempt_records(&running.js, "evt_unlogged").await.is_empty());
     running.stop().await;
 }
+
+/// A consumer that vanishes under a running forwarder (deleted by hand here; a power cut can take
+/// one created moments before, as the power-cut bench showed): the forwarder creates it again and
+/// delivers, rather than fetching from nothing for ever.
+#[tokio::test]
+async fn a_consumer_deleted_under_the_forwarder_is_created_again_and_delivery_goes_on() {
+    let (sink, url, stop_sink) = start_sink().await;
+    let running = Running::start(&url, &[]).await;
+    publish_event(&running.js, "evt_before").await;
+    let s = &sink;
+    wait_for("the first event delivered", Duration::from_secs(20), || async move {
+        s.delivered_ids().contains(&"evt_before".to_string()).then_some(())
+    })
+    .await;
+    running.consumer_settled().await;
+    let stream = running.js.get_stream(names::EVENTS_STREAM).await.expect("stream");
+    assert!(stream.delete_consumer(names::FORWARDER_CONSUMER).await.expect("delete").success);
+    publish_event(&running.js, "evt_after").await;
+    wait_for("the event stored after the deletion delivered", Duration::from_secs(30), || async move {
+        s.delivered_ids().contains(&"evt_after".to_string()).then_some(())
+    })
+    .await;
+    running.consumer_settled().await;
+    running.stop().await;
+    stop_sink.cancel();
+}

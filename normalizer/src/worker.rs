@@ -78,19 +78,8 @@ pub async fn run(
     let cfg = config.normalizer.clone();
     let consumer_error = |e: String| WorkerError::Consumer { consumer: names::NORMALIZER_CONSUMER, message: e };
     let stream = js.get_stream(names::RAW_STREAM).await.map_err(|e| consumer_error(e.to_string()))?;
-    let consumer: jetstream::consumer::PullConsumer = stream
-        .create_consumer(pull::Config {
-            durable_name: Some(names::NORMALIZER_CONSUMER.to_string()),
-            description: Some("hookline normalizer: raw webhooks to events".to_string()),
-            ack_policy: AckPolicy::Explicit,
-            ack_wait: Duration::from_secs(cfg.ack_wait_s),
-            max_deliver: -1,
-            max_ack_pending: (cfg.max_in_flight * 4) as i64,
-            filter_subject: names::RAW_SUBJECTS.to_string(),
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| consumer_error(e.to_string()))?;
+    let mut consumer: jetstream::consumer::PullConsumer =
+        stream.create_consumer(consumer_config(&cfg)).await.map_err(|e| consumer_error(e.to_string()))?;
 
     if let Some(listener) = ops_listener {
         let probe = client.clone();
@@ -118,11 +107,16 @@ pub async fn run(
     let permits = Arc::new(Semaphore::new(cfg.max_in_flight));
     let mut tasks = JoinSet::new();
     tracing::info!(consumer = names::NORMALIZER_CONSUMER, max_in_flight = cfg.max_in_flight, "normalizer running");
+    // Pull errors make the worker look, every few seconds, whether its consumer still exists.
+    let mut checked = tokio::time::Instant::now();
     'outer: while !shutdown.is_cancelled() {
         let mut messages = match consumer.stream().max_messages_per_batch(cfg.batch_size).messages().await {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot pull from HOOKLINE_RAW; retrying");
+                if let Some(again) = consumer_again_if_gone(&stream, &consumer, &cfg).await {
+                    consumer = again;
+                }
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
@@ -140,9 +134,20 @@ pub async fn run(
             let next = tokio::select! {
                 _ = shutdown.cancelled() => break 'outer,
                 next = messages.next() => next,
+                // Quiet for a while: is the consumer still there? (A pull on a deleted consumer
+                // brings nothing, no error.)
+                _ = tokio::time::sleep_until(checked + CONSUMER_CHECK_EVERY) => {
+                    checked = tokio::time::Instant::now();
+                    if let Some(again) = consumer_again_if_gone(&stream, &consumer, &cfg).await {
+                        consumer = again;
+                        continue 'outer;
+                    }
+                    continue;
+                }
             };
             match next {
                 Some(Ok(message)) => {
+                    checked = tokio::time::Instant::now();
                     let worker = worker.clone();
                     tasks.spawn(async move {
                         worker.handle(message).await;
@@ -151,6 +156,13 @@ pub async fn run(
                 }
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "pull from HOOKLINE_RAW failed");
+                    if checked.elapsed() >= CONSUMER_CHECK_EVERY {
+                        checked = tokio::time::Instant::now();
+                        if let Some(again) = consumer_again_if_gone(&stream, &consumer, &cfg).await {
+                            consumer = again;
+                            continue 'outer;
+                        }
+                    }
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 None => {
@@ -168,6 +180,49 @@ pub async fn run(
 }
 
 use crate::raw::header_text as text;
+
+/// How often a worker whose pulls fail looks whether its consumer still exists.
+const CONSUMER_CHECK_EVERY: Duration = Duration::from_secs(5);
+
+fn consumer_config(cfg: &NormalizerConfig) -> pull::Config {
+    pull::Config {
+        durable_name: Some(names::NORMALIZER_CONSUMER.to_string()),
+        description: Some("hookline normalizer: raw webhooks to events".to_string()),
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(cfg.ack_wait_s),
+        max_deliver: -1,
+        max_ack_pending: (cfg.max_in_flight * 4) as i64,
+        filter_subject: names::RAW_SUBJECTS.to_string(),
+        ..Default::default()
+    }
+}
+
+/// When the consumer no longer exists on the server (deleted by hand, or lost with the server's
+/// state at a power cut), the consumer made again: the raw webhooks still in the stream are
+/// normalized again (their events carry their ids, so the duplicates are dropped) rather than
+/// never again.
+async fn consumer_again_if_gone(
+    stream: &jetstream::stream::Stream,
+    consumer: &jetstream::consumer::PullConsumer,
+    cfg: &NormalizerConfig,
+) -> Option<jetstream::consumer::PullConsumer> {
+    match consumer.get_info().await {
+        Err(e) if e.kind() == jetstream::context::ConsumerInfoErrorKind::NotFound => {
+            match stream.create_consumer(consumer_config(cfg)).await {
+                Ok(again) => {
+                    tracing::error!(consumer = names::NORMALIZER_CONSUMER,
+                    "the normalizer's consumer was gone from JetStream (deleted, or lost with the server's state); created it again: the raw webhooks still in HOOKLINE_RAW are normalized again");
+                    Some(again)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the normalizer's consumer is gone and cannot be created again yet");
+                    None
+                }
+            }
+        }
+        _ => None,
+    }
+}
 
 impl Worker {
     async fn handle(&self, message: Message) {
