@@ -543,3 +543,41 @@ async fn a_destination_written_by_a_tenant_is_not_delivered_to_when_its_name_res
     assert_eq!(stack.dlq_count().await, 0, "refused deliveries are retried, not dead-lettered");
     stack.stop().await;
 }
+
+/// An ordered destination's consumer deleted under its owner (a power cut can take a consumer
+/// created moments before): the owner, holding nothing, creates it again and delivers on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ordered_destinations_consumer_deleted_under_its_owner_is_created_again() {
+    let mut stack = Stack::start(&[]).await;
+    let target = Target::start(&[SECRET_A]).await;
+    stack.spawn_forwarder();
+    stack.put(spec("ordered", &target.url, SECRET_A, serde_json::json!({"ordering": "conversation"}))).await;
+    stack.consumer_ready("ordered").await;
+    let watermark = |raw: u64| format!("{{\"raw_ack_floor\":{raw}}}");
+    let (first, subject, body) = conversation_event("x", 0, 1);
+    publish(&stack.js, subject, body, &first).await;
+    stack.js.publish(names::ORDER_WATERMARK_SUBJECT, watermark(1).into()).await.expect("publish").await.expect("ack");
+    let t = &target;
+    let first_ref = &first;
+    wait_for("the first event delivered", Duration::from_secs(20), || async move { t.ids().contains(first_ref).then_some(()) }).await;
+
+    let events = stack.js.get_stream(names::EVENTS_STREAM).await.expect("stream");
+    let name = hookline_shared::destination::consumer_name("ordered");
+    let s = &events;
+    let n = &name;
+    // Once its ack is in (nothing held), delete the consumer.
+    wait_for("the first event acked", Duration::from_secs(10), || async move {
+        let mut c: async_nats::jetstream::consumer::PullConsumer = s.get_consumer(n).await.ok()?;
+        (c.info().await.ok()?.num_ack_pending == 0).then_some(())
+    })
+    .await;
+    assert!(events.delete_consumer(&name).await.expect("delete").success);
+    let (second, subject, body) = conversation_event("x", 1, 2);
+    publish(&stack.js, subject, body, &second).await;
+    stack.js.publish(names::ORDER_WATERMARK_SUBJECT, watermark(2).into()).await.expect("publish").await.expect("ack");
+    let second_ref = &second;
+    wait_for("the event stored after the deletion delivered", Duration::from_secs(30), || async move {
+        t.ids().contains(second_ref).then_some(())
+    })
+    .await;
+}

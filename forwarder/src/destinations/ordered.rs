@@ -269,6 +269,15 @@ impl Owner {
                     self.progress();
                     self.check_connection();
                     self.warn_if_blocked_long();
+                    // Holding nothing: is the consumer still there? (A power cut can take one
+                    // created moments before; a fetch from a missing one brings nothing.)
+                    if self.held.is_empty() && self.acks_in_flight == 0 {
+                        if let Some(again) = self.worker.consumer_again_if_gone(&self.consumer).await {
+                            self.consumer = again;
+                            self.syncing = true;
+                            batch = None;
+                        }
+                    }
                 }
                 _ = renew.tick() => {
                     if let Err(why) = lease.renew().await {
