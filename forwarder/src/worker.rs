@@ -10,7 +10,6 @@
 //! `run` is the forwarder role: [`crate::destinations::run`].
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
-use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use async_nats::jetstream::{self, AckKind, Message};
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -24,7 +23,7 @@ use tracing::Instrument;
 use hookline_shared::config::{Config, ConfigError};
 use hookline_shared::destination::{Destination, EffectiveSettings, Ordering, DEFAULT_DESTINATION_ID};
 use hookline_shared::dlq::{self, DeadLetter};
-use hookline_shared::jetstream::NatsSetupError;
+use hookline_shared::jetstream::{consumer_is_gone, NatsSetupError, CONSUMER_CHECK_EVERY};
 use hookline_shared::metrics::{DestinationLabels, DestinationOutcomeLabels, Metrics, OutcomeLabels};
 use hookline_shared::names::{self, header};
 use hookline_shared::{telemetry, timefmt};
@@ -82,9 +81,6 @@ pub fn consumer_name(destination: &str) -> String {
 
 /// Creates the destination's consumer, or brings its filter subjects in line. None when its
 /// filter leaves no subject: it receives nothing.
-/// How often a worker whose fetches bring nothing looks whether its consumer still exists.
-pub const CONSUMER_CHECK_EVERY: Duration = Duration::from_secs(5);
-
 pub async fn ensure_consumer(
     js: &jetstream::Context,
     destination: &Destination,
@@ -196,23 +192,21 @@ impl DestinationWorker {
     /// as at start: the destination's events still in the stream are delivered again (at least
     /// once) rather than none ever again.
     pub async fn consumer_again_if_gone(&self, consumer: &PullConsumer) -> Option<PullConsumer> {
-        match consumer.get_info().await {
-            Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => {
-                let ack_wait = consumer.cached_info().config.ack_wait;
-                match ensure_consumer(&self.js, &self.destination, ack_wait).await {
-                    Ok(Some(again)) => {
-                        tracing::error!(destination = %self.destination.id, consumer = %consumer_name(&self.destination.id),
-                            "the destination's consumer was gone from JetStream (deleted, or lost with the server's state); created it again: its events still in HOOKLINE_EVENTS are delivered again");
-                        Some(again)
-                    }
-                    Ok(None) => None,
-                    Err(e) => {
-                        tracing::warn!(destination = %self.destination.id, error = %e, "the destination's consumer is gone and cannot be created again yet");
-                        None
-                    }
-                }
+        if !consumer_is_gone(consumer).await {
+            return None;
+        }
+        let ack_wait = consumer.cached_info().config.ack_wait;
+        match ensure_consumer(&self.js, &self.destination, ack_wait).await {
+            Ok(Some(again)) => {
+                tracing::error!(destination = %self.destination.id, consumer = %consumer_name(&self.destination.id),
+                    "the destination's consumer was gone from JetStream (deleted, or lost with the server's state); created it again: its events still in HOOKLINE_EVENTS are delivered again");
+                Some(again)
             }
-            _ => None,
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(destination = %self.destination.id, error = %e, "the destination's consumer is gone and cannot be created again yet");
+                None
+            }
         }
     }
 

@@ -136,7 +136,7 @@ pub async fn run(
                 next = messages.next() => next,
                 // Quiet for a while: is the consumer still there? (A pull on a deleted consumer
                 // brings nothing, no error.)
-                _ = tokio::time::sleep_until(checked + CONSUMER_CHECK_EVERY) => {
+                _ = tokio::time::sleep_until(checked + js_setup::CONSUMER_CHECK_EVERY) => {
                     checked = tokio::time::Instant::now();
                     if let Some(again) = consumer_again_if_gone(&stream, &consumer, &cfg).await {
                         consumer = again;
@@ -156,7 +156,7 @@ pub async fn run(
                 }
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "pull from HOOKLINE_RAW failed");
-                    if checked.elapsed() >= CONSUMER_CHECK_EVERY {
+                    if checked.elapsed() >= js_setup::CONSUMER_CHECK_EVERY {
                         checked = tokio::time::Instant::now();
                         if let Some(again) = consumer_again_if_gone(&stream, &consumer, &cfg).await {
                             consumer = again;
@@ -181,9 +181,6 @@ pub async fn run(
 
 use crate::raw::header_text as text;
 
-/// How often a worker whose pulls fail looks whether its consumer still exists.
-const CONSUMER_CHECK_EVERY: Duration = Duration::from_secs(5);
-
 fn consumer_config(cfg: &NormalizerConfig) -> pull::Config {
     pull::Config {
         durable_name: Some(names::NORMALIZER_CONSUMER.to_string()),
@@ -206,21 +203,19 @@ async fn consumer_again_if_gone(
     consumer: &jetstream::consumer::PullConsumer,
     cfg: &NormalizerConfig,
 ) -> Option<jetstream::consumer::PullConsumer> {
-    match consumer.get_info().await {
-        Err(e) if e.kind() == jetstream::context::ConsumerInfoErrorKind::NotFound => {
-            match stream.create_consumer(consumer_config(cfg)).await {
-                Ok(again) => {
-                    tracing::error!(consumer = names::NORMALIZER_CONSUMER,
-                    "the normalizer's consumer was gone from JetStream (deleted, or lost with the server's state); created it again: the raw webhooks still in HOOKLINE_RAW are normalized again");
-                    Some(again)
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "the normalizer's consumer is gone and cannot be created again yet");
-                    None
-                }
-            }
+    if !js_setup::consumer_is_gone(consumer).await {
+        return None;
+    }
+    match stream.create_consumer(consumer_config(cfg)).await {
+        Ok(again) => {
+            tracing::error!(consumer = names::NORMALIZER_CONSUMER,
+                "the normalizer's consumer was gone from JetStream (deleted, or lost with the server's state); created it again: the raw webhooks still in HOOKLINE_RAW are normalized again");
+            Some(again)
         }
-        _ => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "the normalizer's consumer is gone and cannot be created again yet");
+            None
+        }
     }
 }
 

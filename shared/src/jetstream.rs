@@ -171,6 +171,16 @@ pub async fn ensure_streams(js: &jetstream::Context, config: &StreamsConfig) -> 
     Ok(())
 }
 
+/// How often a worker whose pulls bring nothing looks whether its consumer still exists.
+pub const CONSUMER_CHECK_EVERY: Duration = Duration::from_secs(5);
+
+/// Whether `consumer` no longer exists on the server (deleted by hand, or lost with the server's
+/// state: nats-server does not fsync a new consumer's files, so a power cut can take one created
+/// moments before). Any other answer, an error included, counts as there.
+pub async fn consumer_is_gone(consumer: &jetstream::consumer::PullConsumer) -> bool {
+    matches!(consumer.get_info().await, Err(e) if e.kind() == jetstream::context::ConsumerInfoErrorKind::NotFound)
+}
+
 /// A KV bucket's settings: file storage always.
 pub struct BucketSpec {
     pub name: &'static str,
