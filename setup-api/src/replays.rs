@@ -88,6 +88,14 @@ fn view(run: &Run) -> RunView {
     RunView { run_id: run.id.clone(), state: state.to_string(), read, summary, error }
 }
 
+/// Adds `run`, forgetting the oldest beyond [`KEPT`].
+fn keep_newest(runs: &mut VecDeque<Arc<Run>>, run: Arc<Run>) {
+    runs.push_back(run);
+    while runs.len() > KEPT {
+        runs.pop_front();
+    }
+}
+
 fn new_run_id() -> Result<String, ApiError> {
     let mut bytes = [0u8; 8];
     getrandom::fill(&mut bytes).map_err(|e| ApiError::internal(format!("random run id: {e}")))?;
@@ -136,11 +144,7 @@ impl Runs {
     }
 
     fn keep(&self, run: Arc<Run>) {
-        let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
-        runs.push_back(run);
-        while runs.len() > KEPT {
-            runs.pop_front();
-        }
+        keep_newest(&mut self.runs.lock().unwrap_or_else(|p| p.into_inner()), run);
     }
 
     /// Writes `run`'s state to the bucket; a failure is logged (the run goes on, and this
@@ -171,10 +175,7 @@ impl Runs {
                 return Err(ApiError::conflict("replay", format!("{RUNNING} replays are running already here; wait for one to end")));
             }
             let run = Arc::new(Run { id: new_run_id()?, tenant, read: Arc::new(AtomicU64::new(0)), outcome: Mutex::new(None) });
-            runs.push_back(run.clone());
-            while runs.len() > KEPT {
-                runs.pop_front();
-            }
+            keep_newest(&mut runs, run.clone());
             run
         };
         self.write(&js, &run).await;
